@@ -1,0 +1,72 @@
+"""What every verb needs: where envs are, the settings, the store, and how to talk to the user.
+
+The standalone command builds a Runtime from .condarc files; the conda plugin builds one from
+conda's context (exact env dirs, channels and settings).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..backup import BackupResult, backup
+from ..condarc import Settings, load_settings
+from ..envs import EnvLocator
+from ..store import Store, default_store_path
+
+
+@dataclass
+class Runtime:
+    locator: EnvLocator
+    settings: Settings
+    configured_channels: list[str] = field(default_factory=list)
+    json: bool = False
+    quiet: bool = False
+    _store: Store | None = None
+
+    @classmethod
+    def from_system(cls) -> Runtime:
+        locator = EnvLocator.from_system()
+        settings = load_settings(locator.condarc)
+        channels = locator.condarc.get("channels")
+        configured = [str(c) for c in channels] if isinstance(channels, list) else ["defaults"]
+        return cls(locator=locator, settings=settings, configured_channels=configured)
+
+    @property
+    def store_path(self) -> Path:
+        return default_store_path(self.settings.store)
+
+    def store(self, *, create: bool = True) -> Store:
+        if self._store is None:
+            self._store = Store.open(self.store_path, create=create)
+        return self._store
+
+    def backup(self, prefix: Path, *, reason: str, argv: list[str] | None = None,
+               force: bool = False) -> BackupResult:
+        from ..pins import pinner
+
+        return backup(self.store(), prefix, env_name=self.locator.name_of(prefix), reason=reason,
+                      argv=argv, configured_channels=self.configured_channels,
+                      pin=pinner(self.settings), force=force)
+
+    # -- output: data to stdout, everything else to stderr ------------------------------------
+
+    def emit_json(self, data: Any) -> None:
+        json.dump(data, sys.stdout, indent=2, sort_keys=False, default=str)
+        sys.stdout.write("\n")
+
+    def out(self, text: str = "") -> None:
+        print(text)
+
+    def info(self, text: str) -> None:
+        if not self.quiet and not self.json:
+            print(text, file=sys.stderr)
+
+
+def env_label(runtime: Runtime, prefix: str | Path) -> str:
+    name = runtime.locator.name_of(Path(prefix))
+    return name if os.sep not in name else str(prefix)

@@ -1,0 +1,278 @@
+"""Verbs over snapshots: backup, list, show, diff, check, prune."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from ..exceptions import SafeguardError, UsageError
+from ..fs import atomic_write
+from ..prefix import require_env
+from ..render import environment_yml, explicit, pip_requirements
+from ..retention import RetentionPolicy, prune
+from ..snapshot import EnvState, SnapshotInfo, capture, diff_states
+from .common import add_env_options, add_output_options, resolve_prefix, verb_parser
+from .runtime import Runtime
+
+SHOW_FORMATS = ("yml", "yml-no-builds", "yml-from-history", "explicit", "explicit-sha256", "pip",
+                "json")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = verb_parser(sub, "backup", "Snapshot an env (or all envs) into the store.", """
+examples:
+  conda-safeguard backup -n pytorch          snapshot one env
+  conda-safeguard backup --all --reason cron  snapshot every env (for a schedule)
+An unchanged env adds nothing: its latest snapshot already holds it.""")
+    add_env_options(p)
+    p.add_argument("--all", action="store_true", help="snapshot every env found")
+    p.add_argument("--reason", default="manual", help="why (shown by `list`)")
+    p.add_argument("--force", action="store_true",
+                   help="write a new snapshot even when the env is unchanged")
+    add_output_options(p)
+    p.set_defaults(func=cmd_backup)
+
+    p = verb_parser(sub, "list", "List snapshots per env, newest first.", """
+examples:
+  conda-safeguard list              every env, including envs that no longer exist
+  conda-safeguard list pytorch      one env
+  conda-safeguard list --json""")
+    p.add_argument("env", nargs="?", help="env name or prefix")
+    add_output_options(p)
+    p.set_defaults(func=cmd_list)
+
+    p = verb_parser(sub, "show", "Print a snapshot as environment.yml, explicit lockfile, pip …", """
+snapshot ids: an id prefix (a1b2c3d4), ENV (its latest), ENV@latest, ENV@-1 (the one before),
+ENV@<id prefix>.
+examples:
+  conda-safeguard show pytorch                       environment.yml (as `conda env export`)
+  conda-safeguard show pytorch@-1 --format explicit -o spec.txt
+  conda-safeguard show a1b2c3d4 --format pip""")
+    p.add_argument("snapshot", help="snapshot id or ENV[@latest|@-N]")
+    p.add_argument("--format", choices=SHOW_FORMATS, default="yml")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    add_output_options(p)
+    p.set_defaults(func=cmd_show)
+
+    p = verb_parser(sub, "diff", "What changed between two snapshots, or a snapshot and now.", """
+examples:
+  conda-safeguard diff pytorch@-1            that snapshot vs the env as it is now
+  conda-safeguard diff pytorch@-2 pytorch@-1""")
+    p.add_argument("a", help="snapshot id or ENV[@…]")
+    p.add_argument("b", nargs="?", help="second snapshot (default: the env as it is now)")
+    add_output_options(p)
+    p.set_defaults(func=cmd_diff)
+
+    p = verb_parser(sub, "check", "Re-hash every stored object; report damaged or missing ones.", """
+Repairs nothing. Exit status 1 when anything is damaged or missing.
+example:
+  conda-safeguard check --json""")
+    add_output_options(p)
+    p.set_defaults(func=cmd_check)
+
+    p = verb_parser(sub, "prune", "Forget snapshots outside the retention policy.", """
+Snapshots of envs that no longer exist are kept (they are the only copy) unless the env is
+named with ENV or --include-removed is given.
+examples:
+  conda-safeguard prune --dry-run
+  conda-safeguard prune --keep-last 5 --keep-daily 7 --keep-weekly 4
+  conda-safeguard prune old-env --keep-last 0        forget a removed env's snapshots""")
+    p.add_argument("env", nargs="?", help="only this env (name or prefix)")
+    p.add_argument("--keep-last", type=int, metavar="N")
+    p.add_argument("--keep-daily", type=int, metavar="N")
+    p.add_argument("--keep-weekly", type=int, metavar="N")
+    p.add_argument("--include-removed", action="store_true",
+                   help="also prune snapshots of envs that no longer exist")
+    p.add_argument("--dry-run", action="store_true", help="say what would go; delete nothing")
+    add_output_options(p)
+    p.set_defaults(func=cmd_prune)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def cmd_backup(rt: Runtime, args: argparse.Namespace) -> int:
+    if args.all and (args.name or args.prefix):
+        raise UsageError("Give --all or an env (-n/-p), not both.")
+    prefixes = rt.locator.all_envs() if args.all else [resolve_prefix(rt, args)]
+    results = []
+    failures = []
+    for prefix in prefixes:
+        try:
+            results.append(rt.backup(prefix, reason=args.reason, force=args.force))
+        except SafeguardError as e:
+            if not args.all:
+                raise
+            failures.append((prefix, str(e)))
+            rt.info(f"skipped {prefix}: {e}")
+    if rt.json:
+        rt.emit_json({"snapshots": [
+            {"id": r.snapshot.id, "env": r.snapshot.env_name, "prefix": r.snapshot.prefix,
+             "created": r.created, "bytes_added": r.bytes_added} for r in results],
+            "failed": [{"prefix": str(p), "error": e} for p, e in failures]})
+    else:
+        for r in results:
+            verb = "snapshot" if r.created else "unchanged, latest snapshot"
+            rt.out(f"{r.snapshot.env_name}: {verb} {r.snapshot.short_id} "
+                   f"({r.snapshot.counts.get('conda', 0)} conda, {r.snapshot.counts.get('pip', 0)} "
+                   f"pip packages; {r.bytes_added} bytes added)")
+    return 1 if failures else 0
+
+
+def _change_text(s: SnapshotInfo) -> str:
+    if not s.change:
+        return "first snapshot" if s.parent is None else "unchanged"
+    parts = [f"{sign}{s.change.get(k, 0)}" for sign, k in
+             (("+", "added"), ("-", "removed"), ("~", "changed")) if s.change.get(k)]
+    return " ".join(parts) or "same packages"
+
+
+def _offline_text(rt: Runtime, s: SnapshotInfo) -> str:
+    from ..pins import offline_restorable
+
+    return "offline" if offline_restorable(rt.store(), s) else "needs channel"
+
+
+def cmd_list(rt: Runtime, args: argparse.Namespace) -> int:
+    store = rt.store()
+    snapshots = store.snapshots()
+    if args.env:
+        wanted = store.resolve(args.env)  # raises a clear error for an unknown env
+        snapshots = [s for s in snapshots if s.prefix == wanted.prefix]
+    if rt.json:
+        rt.emit_json([{**s.to_dict(), "exists": os.path.isdir(s.prefix),
+                       "offline_restorable": _offline_text(rt, s) == "offline"}
+                      for s in snapshots])
+        return 0
+    if not snapshots:
+        rt.info(f"No snapshots yet in {store.root}. Run `conda-safeguard backup -n ENV`.")
+        return 0
+    groups: dict[str, list[SnapshotInfo]] = {}
+    for s in snapshots:
+        groups.setdefault(s.prefix, []).append(s)
+    for prefix, group in groups.items():
+        gone = "" if os.path.isdir(os.path.join(prefix, "conda-meta")) else "  [env removed]"
+        rt.out(f"{group[0].env_name}  ({prefix}){gone}")
+        for i, s in enumerate(group):
+            when = s.created[:19].replace("T", " ")
+            rt.out(f"  {s.short_id}  @-{i:<3} {when}Z  {s.reason:<14.14} "
+                   f"{s.counts.get('conda', 0):>4} conda {s.counts.get('pip', 0):>3} pip  "
+                   f"{_change_text(s):<16} {_offline_text(rt, s)}")
+    return 0
+
+
+def render_snapshot(info: SnapshotInfo, state: EnvState, fmt: str) -> str:
+    if fmt == "yml":
+        return environment_yml(info, state)
+    if fmt == "yml-no-builds":
+        return environment_yml(info, state, "no-builds")
+    if fmt == "yml-from-history":
+        return environment_yml(info, state, "from-history")
+    if fmt == "explicit":
+        return explicit(info, state)
+    if fmt == "explicit-sha256":
+        return explicit(info, state, sha256=True)
+    if fmt == "pip":
+        return pip_requirements(state)
+    import json
+
+    return json.dumps({"snapshot": info.to_dict(),
+                       "packages": [r.to_dict() for r in state.packages],
+                       "pip": [d.to_dict() for d in state.pip],
+                       "variables": state.variables, "requested": state.requested,
+                       "frozen": state.frozen, "platform": state.platform}, indent=2) + "\n"
+
+
+def cmd_show(rt: Runtime, args: argparse.Namespace) -> int:
+    store = rt.store(create=False)
+    info = store.resolve(args.snapshot)
+    text = render_snapshot(info, store.load_state(info), "json" if rt.json else args.format)
+    if args.output:
+        out = Path(args.output)
+        if out.exists() and not args.force:
+            raise SafeguardError(f"Refusing to overwrite {out}: it exists. Pass --force, or "
+                                 "choose another file.")
+        atomic_write(out, text.encode(), mode=0o644)
+        rt.info(f"wrote {out}")
+    else:
+        print(text, end="")
+    return 0
+
+
+def cmd_diff(rt: Runtime, args: argparse.Namespace) -> int:
+    store = rt.store(create=False)
+    a = store.resolve(args.a)
+    old = store.load_state(a)
+    if args.b:
+        b = store.resolve(args.b)
+        new, new_label = store.load_state(b), b.short_id
+    else:
+        prefix = require_env(Path(a.prefix))
+        new, new_label = capture(prefix), "now"
+    d = diff_states(old, new)
+    if rt.json:
+        rt.emit_json({"from": a.id, "to": new_label, "changes": [c.to_dict() for c in d.changes],
+                      "variables_changed": d.variables_changed, "counts": d.counts()})
+        return 0
+    rt.out(f"{a.env_name}: {a.short_id} -> {new_label}")
+    if not d:
+        rt.out("  no differences")
+    for c in d.changes:
+        mark = {"added": "+", "removed": "-", "changed": "~"}[c.status]
+        kind = "" if c.kind == "conda" else " (pip)"
+        detail = c.new if c.status == "added" else c.old if c.status == "removed" \
+            else f"{c.old} -> {c.new}"
+        rt.out(f"  {mark} {c.name}{kind}  {detail}")
+    for var in d.variables_changed:
+        rt.out(f"  ~ env var {var}")
+    return 0
+
+
+def cmd_check(rt: Runtime, args: argparse.Namespace) -> int:
+    report = rt.store(create=False).check()
+    if rt.json:
+        rt.emit_json(report.to_dict())
+    else:
+        rt.out(f"checked {report.objects} objects, {report.packages} packages, "
+               f"{report.snapshots} snapshots: {'ok' if report.ok else 'PROBLEMS FOUND'}")
+        for oid in report.corrupt:
+            rt.out(f"  corrupt: {oid}")
+        for sid, oid in report.missing:
+            rt.out(f"  missing: object {oid[:16]} of snapshot {sid[:10]}")
+        for name in report.unreadable:
+            rt.out(f"  unreadable manifest: snapshots/{name}")
+        for name in report.leftovers:
+            rt.out(f"  leftover temp file (harmless): {name}")
+    return 0 if report.ok else 1
+
+
+def cmd_prune(rt: Runtime, args: argparse.Namespace) -> int:
+    s = rt.settings
+    for flag in ("keep_last", "keep_daily", "keep_weekly"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 0:
+            raise UsageError(f"--{flag.replace('_', '-')} must be 0 or more.")
+    policy = RetentionPolicy(
+        keep_last=s.keep_last if args.keep_last is None else args.keep_last,
+        keep_daily=s.keep_daily if args.keep_daily is None else args.keep_daily,
+        keep_weekly=s.keep_weekly if args.keep_weekly is None else args.keep_weekly,
+    )
+    store = rt.store(create=False)
+    prefixes = [store.resolve(args.env).prefix] if args.env else None
+    if prefixes and policy.keep_last == 0 and not os.path.isdir(prefixes[0]):
+        policy = RetentionPolicy(0, 0, 0)  # a removed env, named: forget it entirely
+    report = prune(store, policy, prefixes=prefixes, include_removed=args.include_removed,
+                   dry_run=args.dry_run)
+    if rt.json:
+        rt.emit_json({"dry_run": args.dry_run, **report.to_dict()})
+        return 0
+    verb = "would forget" if args.dry_run else "forgot"
+    rt.out(f"{verb} {len(report.forgotten)} snapshots, kept {report.kept}; "
+           f"{report.objects_removed} objects and {report.packages_removed} packages "
+           f"({report.bytes_freed} bytes) {'would be ' if args.dry_run else ''}freed")
+    for snap in report.forgotten:
+        rt.out(f"  {snap.short_id}  {snap.env_name}  {snap.created[:19]}")
+    for prefix in report.removed_envs_skipped:
+        rt.info(f"kept snapshots of removed env {prefix} (name it to prune them)")
+    return 0

@@ -1,0 +1,93 @@
+"""The only place that fsyncs or locks: atomic writes and store locks."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from .exceptions import StoreLockTimeout
+
+DEFAULT_LOCK_TIMEOUT = 60.0
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Write `data` so that `path` holds either its old content or all of `data`, never a mix.
+
+    The temp file is in the same directory (os.replace is atomic only within a filesystem);
+    the directory is fsynced after the rename so the new name survives a crash too.
+    """
+    directory = path.parent
+    tmp = directory / f".tmp-{path.name}.{os.getpid()}.{time.monotonic_ns()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(directory)
+
+
+def lock_timeout() -> float:
+    raw = os.environ.get("CONDA_SAFEGUARD_LOCK_TIMEOUT", "")
+    try:
+        return float(raw) if raw else DEFAULT_LOCK_TIMEOUT
+    except ValueError:
+        return DEFAULT_LOCK_TIMEOUT
+
+
+@contextlib.contextmanager
+def file_lock(
+    path: Path, *, exclusive: bool, timeout: float | None = None, quiet: bool = False
+) -> Iterator[None]:
+    """Hold an flock on `path`. The kernel drops it if the process dies: no stale locks.
+
+    Says once on stderr that it is waiting, and raises StoreLockTimeout after `timeout`.
+    """
+    timeout = lock_timeout() if timeout is None else timeout
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        op = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        deadline = time.monotonic() + timeout
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, op | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+            if time.monotonic() >= deadline:
+                raise StoreLockTimeout(str(path), timeout)
+            if not told and not quiet:
+                print(f"conda-safeguard: waiting for the store lock {path} …", file=sys.stderr)
+                told = True
+            time.sleep(0.02)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

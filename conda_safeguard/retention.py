@@ -1,0 +1,118 @@
+"""Which snapshots to keep (pure), and prune: forget the rest and collect unreferenced data."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .snapshot import SnapshotInfo
+from .store import Store
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    keep_last: int
+    keep_daily: int
+    keep_weekly: int
+
+
+def select_kept(snapshots: list[SnapshotInfo], policy: RetentionPolicy) -> set[str]:
+    """Ids to keep among one env's snapshots: the newest N, plus the newest of each of the last
+    D days and W ISO weeks that have snapshots (restic's forget policy). A policy of all zeros
+    keeps nothing.
+    """
+    ordered = sorted(snapshots, key=lambda s: s.created, reverse=True)
+    keep: set[str] = {s.id for s in ordered[: policy.keep_last]}
+
+    def bucketed(limit: int, bucket: Any) -> None:
+        seen: list[Any] = []
+        for s in ordered:
+            b = bucket(s.created_at)
+            if b in seen:
+                continue
+            if len(seen) >= limit:
+                break
+            seen.append(b)
+            keep.add(s.id)
+
+    bucketed(policy.keep_daily, lambda t: t.date())
+    bucketed(policy.keep_weekly, lambda t: datetime.isocalendar(t)[:2])
+    return keep
+
+
+@dataclass
+class PruneReport:
+    forgotten: list[SnapshotInfo] = field(default_factory=list)
+    kept: int = 0
+    objects_removed: int = 0
+    packages_removed: int = 0
+    bytes_freed: int = 0
+    removed_envs_skipped: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "forgotten": [s.id for s in self.forgotten], "kept": self.kept,
+            "objects_removed": self.objects_removed, "packages_removed": self.packages_removed,
+            "bytes_freed": self.bytes_freed, "removed_envs_skipped": self.removed_envs_skipped,
+        }
+
+
+def prune(store: Store, policy: RetentionPolicy, *, prefixes: list[str] | None = None,
+          include_removed: bool = False, dry_run: bool = False) -> PruneReport:
+    """Forget snapshots outside `policy`, then delete objects and pins no snapshot names.
+
+    Snapshots of envs that no longer exist are the only copy of them: they are kept unless
+    `include_removed` or their prefix is named in `prefixes`.
+    """
+    report = PruneReport()
+    with store.exclusive_lock():
+        snapshots = store.snapshots()  # re-read under the lock: a backup may have just landed
+        by_prefix: dict[str, list[SnapshotInfo]] = {}
+        for s in snapshots:
+            by_prefix.setdefault(s.prefix, []).append(s)
+        forgotten_ids: set[str] = set()
+        for prefix, group in by_prefix.items():
+            named = prefixes is not None and prefix in prefixes
+            if prefixes is not None and not named:
+                report.kept += len(group)
+                continue
+            if not os.path.isdir(os.path.join(prefix, "conda-meta")) and not (
+                    include_removed or named):
+                report.removed_envs_skipped.append(prefix)
+                report.kept += len(group)
+                continue
+            kept = select_kept(group, policy)
+            for s in group:
+                if s.id in kept:
+                    report.kept += 1
+                else:
+                    report.forgotten.append(s)
+                    forgotten_ids.add(s.id)
+        live = [s for s in snapshots if s.id not in forgotten_ids]
+        referenced = {oid for s in live for oid in s.objects.values()}
+        referenced_pins = {sha for s in live for sha in s.pins}
+        if not dry_run:
+            for s in report.forgotten:
+                store.delete_manifest(s.id)
+        for oid in list(store.iter_object_ids()):
+            if oid not in referenced:
+                path = store.root / "objects" / oid[:2] / oid
+                report.objects_removed += 1
+                report.bytes_freed += path.stat().st_size
+                if not dry_run:
+                    path.unlink()
+        packages = store.root / "packages"
+        if packages.is_dir():
+            for path in packages.iterdir():
+                sha = path.name.split(".", 1)[0]
+                if path.name.startswith(".tmp-") or sha in referenced_pins:
+                    continue
+                report.packages_removed += 1
+                st = path.stat()
+                # A hardlink shared with conda's cache frees nothing until conda drops its name.
+                report.bytes_freed += st.st_size if st.st_nlink == 1 else 0
+                if not dry_run:
+                    path.unlink()
+    return report
