@@ -38,9 +38,13 @@ DEFAULT_KEEP_DAILY: Final = 7
 DEFAULT_KEEP_WEEKLY: Final = 4
 
 #: The protect mark lives in the env itself, so every user of a shared install sees it.
-PROTECT_MARK: Final = "conda-meta/safeguard.json"
+#: Not *.json: conda parses every conda-meta/*.json as a package record.
+PROTECT_MARK: Final = "conda-meta/safeguard-protection"
 #: CEP 22 marker, owned by conda; we only write it on `safeguard freeze`.
 FROZEN_MARK: Final = "conda-meta/frozen"
+
+#: conda's pre-command names we act on (`env remove` arrives as `remove`, `upgrade` as `update`).
+RUN_FOR: Final = frozenset({"install", "update", "remove", "create", "rename", "env_update"})
 
 # Exit codes: a contract with the shell snippets (documented in the README).
 EXIT_OK: Final = 0

@@ -31,7 +31,7 @@ log = logging.getLogger(f"conda.{__name__}")
 
 
 # ---------------------------------------------------------------------------------------------
-# the protect mark: conda-meta/safeguard.json, inside the env so every user of it sees it
+# the protect mark: conda-meta/safeguard-protection, inside the env so every user of it sees it
 
 
 def read_mark(prefix: Path) -> bool | None:

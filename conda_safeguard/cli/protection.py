@@ -1,0 +1,148 @@
+"""Verbs about protection: protect, unprotect, freeze, unfreeze, status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..constants import FROZEN_MARK
+from ..exceptions import SafeguardError
+from ..fs import atomic_write
+from ..guard import protection, read_mark, write_mark
+from ..prefix import read_frozen, require_env
+from .common import add_env_options, add_output_options, resolve_prefix, verb_parser
+from .runtime import Runtime
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    for verb, summary, func in (
+        ("protect", "Mark an env protected: destroying it needs its name typed.", cmd_protect),
+        ("unprotect", "Mark an env unprotected (base stays protected).", cmd_unprotect),
+    ):
+        p = verb_parser(sub, verb, summary, f"""
+The mark lives in the env (conda-meta/safeguard-protection), so every user of a shared install sees it.
+example:
+  conda-safeguard {verb} -n pytorch""")
+        add_env_options(p)
+        p.add_argument("env", nargs="?", help="env name (same as -n)")
+        add_output_options(p)
+        p.set_defaults(func=func)
+
+    p = verb_parser(sub, "freeze", "Freeze an env (CEP 22): conda refuses to change it.", """
+Writes conda's own conda-meta/frozen marker; conda >= 25.5 then blocks install, update and
+remove. conda-safeguard covers what the marker does not: create over the env, and rename.
+example:
+  conda-safeguard freeze -n base --message "cluster image; ask ops before changing" """)
+    add_env_options(p)
+    p.add_argument("env", nargs="?", help="env name (same as -n)")
+    p.add_argument("--message", default="", help="shown by conda when it refuses")
+    add_output_options(p)
+    p.set_defaults(func=cmd_freeze)
+
+    p = verb_parser(sub, "unfreeze", "Remove an env's CEP 22 frozen marker.", """
+example:
+  conda-safeguard unfreeze -n base""")
+    add_env_options(p)
+    p.add_argument("env", nargs="?", help="env name (same as -n)")
+    add_output_options(p)
+    p.set_defaults(func=cmd_unfreeze)
+
+    p = verb_parser(sub, "status", "Is an env protected, frozen, snapshotted?", """
+examples:
+  conda-safeguard status            every env
+  conda-safeguard status -n pytorch --json""")
+    add_env_options(p)
+    p.add_argument("env", nargs="?", help="env name (same as -n)")
+    add_output_options(p)
+    p.set_defaults(func=cmd_status)
+
+
+def _prefix(rt: Runtime, args: argparse.Namespace) -> Path:
+    if args.env and not (args.name or args.prefix):
+        args.name = args.env
+    return require_env(resolve_prefix(rt, args))
+
+
+def _set_mark(rt: Runtime, args: argparse.Namespace, protected: bool) -> int:
+    prefix = _prefix(rt, args)
+    name = rt.locator.short_name(prefix)
+    is_base = rt.locator.root_prefix is not None and prefix == rt.locator.root_prefix
+    write_mark(prefix, protected)
+    effective = protection(rt, prefix)
+    if rt.json:
+        rt.emit_json({"env": name, "prefix": str(prefix), "protected": effective})
+    else:
+        rt.out(f"{name}: {'protected' if effective else 'not protected'}")
+        if not protected and is_base:
+            rt.info("base is always protected; the mark was recorded but has no effect.")
+    return 0
+
+
+def cmd_protect(rt: Runtime, args: argparse.Namespace) -> int:
+    return _set_mark(rt, args, True)
+
+
+def cmd_unprotect(rt: Runtime, args: argparse.Namespace) -> int:
+    return _set_mark(rt, args, False)
+
+
+def cmd_freeze(rt: Runtime, args: argparse.Namespace) -> int:
+    prefix = _prefix(rt, args)
+    body = json.dumps({"message": args.message}).encode() if args.message else b""
+    atomic_write(prefix / FROZEN_MARK, body, mode=0o644)
+    if rt.json:
+        rt.emit_json({"prefix": str(prefix), "frozen": True, "message": args.message})
+    else:
+        rt.out(f"{rt.locator.short_name(prefix)}: frozen (conda >= 25.5 refuses changes; "
+               "`conda-safeguard unfreeze` undoes it)")
+    return 0
+
+
+def cmd_unfreeze(rt: Runtime, args: argparse.Namespace) -> int:
+    prefix = _prefix(rt, args)
+    marker = prefix / FROZEN_MARK
+    was = marker.exists()
+    if was:
+        marker.unlink()
+    if rt.json:
+        rt.emit_json({"prefix": str(prefix), "frozen": False, "was_frozen": was})
+    else:
+        rt.out(f"{rt.locator.short_name(prefix)}: {'unfrozen' if was else 'was not frozen'}")
+    return 0
+
+
+def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
+    if args.env or args.name or args.prefix:
+        prefixes = [_prefix(rt, args)]
+    else:
+        prefixes = rt.locator.all_envs()
+    try:
+        snapshots = rt.store(create=False).snapshots()
+    except SafeguardError:  # no store yet: nothing snapshotted, which status reports
+        snapshots = []
+    rows = []
+    for prefix in prefixes:
+        latest = next((s for s in snapshots if s.prefix == str(prefix)), None)
+        try:
+            mark = read_mark(prefix)
+        except SafeguardError:
+            mark = None  # protection() already treats a damaged mark as protected
+        rows.append({
+            "env": rt.locator.short_name(prefix), "prefix": str(prefix),
+            "protected": protection(rt, prefix), "mark": mark,
+            "frozen": read_frozen(prefix) is not None,
+            "latest_snapshot": latest.id if latest else None,
+            "latest_created": latest.created if latest else None,
+        })
+    if rt.json:
+        rt.emit_json(rows)
+        return 0
+    for r in rows:
+        flags = ["protected" if r["protected"] else "unprotected"]
+        if r["frozen"]:
+            flags.append("frozen")
+        snap = f"last snapshot {r['latest_snapshot'][:10]} {r['latest_created'][:19]}Z" \
+            if r["latest_snapshot"] else "no snapshot"
+        rt.out(f"{r['env']:<24} {', '.join(flags):<22} {snap}   {r['prefix']}")
+    return 0

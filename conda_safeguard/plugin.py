@@ -1,0 +1,92 @@
+"""conda plugin registrations only. Nothing heavy is imported here: conda loads this module on
+every command, so the real work is imported inside the actions."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from conda.plugins import hookimpl
+
+try:
+    from conda.plugins.types import (
+        CondaHealthCheck,
+        CondaPreCommand,
+        CondaSetting,
+        CondaSubcommand,
+    )
+except ImportError:  # pragma: no cover - conda < 24.3: no settings; older: fewer hooks
+    from conda.plugins import CondaPreCommand, CondaSubcommand  # type: ignore[attr-defined,no-redef]
+
+    CondaHealthCheck = None  # type: ignore[assignment,misc]
+    CondaSetting = None  # type: ignore[assignment,misc]
+
+from .constants import RUN_FOR
+
+if TYPE_CHECKING:
+    from argparse import ArgumentParser, Namespace
+    from collections.abc import Iterable
+
+def _pre_command(command: str) -> None:
+    from .hooks import pre_command
+
+    pre_command(command)
+
+
+def _configure_parser(parser: ArgumentParser) -> None:
+    from .cli import configure_parser
+
+    configure_parser(parser)
+
+
+def _subcommand(args: Namespace) -> int:
+    from .cli import execute
+    from .exceptions import SafeguardError
+    from .hooks import runtime_from_context, to_conda_error
+
+    try:
+        return execute(args, runtime_from_context())
+    except SafeguardError as e:
+        raise to_conda_error(e) from None
+
+
+@hookimpl
+def conda_pre_commands() -> Iterable[CondaPreCommand]:
+    yield CondaPreCommand(name="safeguard", action=_pre_command, run_for=set(RUN_FOR))
+
+
+@hookimpl
+def conda_subcommands() -> Iterable[CondaSubcommand]:
+    yield CondaSubcommand(
+        name="safeguard",
+        summary="Protect, snapshot and restore environments (conda-safeguard).",
+        action=_subcommand,
+        configure_parser=_configure_parser,
+    )
+
+
+@hookimpl
+def conda_settings() -> Iterable[Any]:
+    if CondaSetting is None:
+        return
+    from .settings_plugin import conda_setting_definitions
+
+    yield from conda_setting_definitions(CondaSetting)
+
+
+@hookimpl
+def conda_health_checks() -> Iterable[Any]:
+    if CondaHealthCheck is None:
+        return
+    from .doctor import check_snapshots, check_store, fix_snapshots
+
+    yield CondaHealthCheck(
+        name="safeguard-snapshots", action=check_snapshots, fixer=fix_snapshots,
+        summary="Environments with no conda-safeguard snapshot",
+        fix="Take a snapshot of them now")
+    yield CondaHealthCheck(
+        name="safeguard-store", action=check_store,
+        summary="Integrity of the conda-safeguard snapshot store")
+
+
+__all__ = ["conda_health_checks", "conda_pre_commands", "conda_settings",
+           "conda_subcommands"]
