@@ -118,13 +118,13 @@ def refusal_message(decision: Decision, *, snapshot_note: str = "") -> str:
     """What was refused, why, and the two ways to proceed."""
     t = decision.refused[0]
     names = ",".join(r.name for r in decision.refused)
-    what = f"{t.why} of " if t.why else "destroying "
     extra = f" (and {len(decision.refused) - 1} more)" if len(decision.refused) > 1 else ""
     note = f" {snapshot_note}" if snapshot_note else ""
     return (
-        f"Refusing {what}protected environment '{t.name}' ({t.prefix}){extra}: "
-        f"{decision.reason}.{note} To proceed, run the command in a terminal and type the env's "
-        f"name when asked, or set CONDA_SAFEGUARD_ALLOW={names} for this one command. "
+        f"Refusing to change protected environment '{t.name}' ({t.prefix}){extra}: this command "
+        f"would {t.why or 'destroy it'}, and {decision.reason}.{note} To proceed, run the command "
+        f"in a terminal and type the env's name when asked, or set "
+        f"CONDA_SAFEGUARD_ALLOW={names} for this one command. "
         f"To stop protecting it: conda safeguard unprotect -n {t.name}."
     )
 
