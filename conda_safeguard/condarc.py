@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from . import constants as C
 from .exceptions import SafeguardError
 
@@ -41,6 +39,8 @@ def condarc_paths(root_prefix: Path | None) -> list[Path]:
 
 def read_condarc(paths: list[Path]) -> dict[str, Any]:
     """Merge the files: later files win for scalars; lists concatenate, as conda does."""
+    import yaml  # here, not at module level: conda loads this module for every command
+
     merged: dict[str, Any] = {}
     for path in paths:
         try:

@@ -1,11 +1,18 @@
-"""The `conda-safeguard` / `conda safeguard` command line: one parser, verbs in submodules."""
+"""The `conda-safeguard` / `conda safeguard` command line: one parser, verbs in submodules.
+
+conda calls configure_parser() for every command it runs (it builds every subcommand's parser),
+so verb modules import only argparse at load and the real work inside each cmd_* function.
+"""
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from .. import __version__
-from .runtime import Runtime
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
 
 DESCRIPTION = "Protect, snapshot and restore conda environments."
 
@@ -39,7 +46,11 @@ def execute(args: argparse.Namespace, runtime: Runtime | None = None) -> int:
     if getattr(args, "func", None) is None:
         build_parser().print_help()
         return 2
-    rt = runtime or Runtime.from_system()
+    if runtime is None:
+        from .runtime import Runtime
+
+        runtime = Runtime.from_system()
+    rt = runtime
     rt.json = bool(getattr(args, "json", False))
     rt.quiet = bool(getattr(args, "quiet", False))
     return int(args.func(rt, args))

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .runtime import Runtime
+if TYPE_CHECKING:  # verb modules load on every conda command (conda builds every parser)
+    from pathlib import Path
+
+    from .runtime import Runtime
 
 
 def verb_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..constants import FROZEN_MARK
-from ..exceptions import SafeguardError
-from ..fs import atomic_write
-from ..guard import protection, read_mark, write_mark
-from ..prefix import read_frozen, require_env
 from .common import add_env_options, add_output_options, resolve_prefix, verb_parser
-from .runtime import Runtime
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from .runtime import Runtime
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,12 +59,16 @@ examples:
 
 
 def _prefix(rt: Runtime, args: argparse.Namespace) -> Path:
+    from ..prefix import require_env
+
     if args.env and not (args.name or args.prefix):
         args.name = args.env
     return require_env(resolve_prefix(rt, args))
 
 
 def _set_mark(rt: Runtime, args: argparse.Namespace, protected: bool) -> int:
+    from ..guard import protection, write_mark
+
     prefix = _prefix(rt, args)
     name = rt.locator.short_name(prefix)
     is_base = rt.locator.root_prefix is not None and prefix == rt.locator.root_prefix
@@ -88,6 +92,8 @@ def cmd_unprotect(rt: Runtime, args: argparse.Namespace) -> int:
 
 
 def cmd_freeze(rt: Runtime, args: argparse.Namespace) -> int:
+    from ..fs import atomic_write
+
     prefix = _prefix(rt, args)
     body = json.dumps({"message": args.message}).encode() if args.message else b""
     atomic_write(prefix / FROZEN_MARK, body, mode=0o644)
@@ -113,6 +119,10 @@ def cmd_unfreeze(rt: Runtime, args: argparse.Namespace) -> int:
 
 
 def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
+    from ..exceptions import SafeguardError
+    from ..guard import protection, read_mark
+    from ..prefix import read_frozen
+
     if args.env or args.name or args.prefix:
         prefixes = [_prefix(rt, args)]
     else:

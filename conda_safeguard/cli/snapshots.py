@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..exceptions import SafeguardError, UsageError
-from ..fs import atomic_write
-from ..prefix import require_env
-from ..render import environment_yml, explicit, pip_requirements
-from ..retention import RetentionPolicy, prune
-from ..snapshot import EnvState, SnapshotInfo, capture, diff_states
 from .common import add_env_options, add_output_options, resolve_prefix, verb_parser
-from .runtime import Runtime
+
+if TYPE_CHECKING:
+    from ..snapshot import EnvState, SnapshotInfo
+    from .runtime import Runtime
 
 SHOW_FORMATS = ("yml", "yml-no-builds", "yml-from-history", "explicit", "explicit-sha256", "pip",
                 "json")
@@ -94,6 +91,8 @@ examples:
 
 
 def cmd_backup(rt: Runtime, args: argparse.Namespace) -> int:
+    from ..exceptions import SafeguardError, UsageError
+
     if args.all and (args.name or args.prefix):
         raise UsageError("Give --all or an env (-n/-p), not both.")
     prefixes = rt.locator.all_envs() if args.all else [resolve_prefix(rt, args)]
@@ -164,6 +163,8 @@ def cmd_list(rt: Runtime, args: argparse.Namespace) -> int:
 
 
 def render_snapshot(info: SnapshotInfo, state: EnvState, fmt: str) -> str:
+    from ..render import environment_yml, explicit, pip_requirements
+
     if fmt == "yml":
         return environment_yml(info, state)
     if fmt == "yml-no-builds":
@@ -186,6 +187,11 @@ def render_snapshot(info: SnapshotInfo, state: EnvState, fmt: str) -> str:
 
 
 def cmd_show(rt: Runtime, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..exceptions import SafeguardError
+    from ..fs import atomic_write
+
     store = rt.store(create=False)
     info = store.resolve(args.snapshot)
     text = render_snapshot(info, store.load_state(info), "json" if rt.json else args.format)
@@ -202,6 +208,11 @@ def cmd_show(rt: Runtime, args: argparse.Namespace) -> int:
 
 
 def cmd_diff(rt: Runtime, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..prefix import require_env
+    from ..snapshot import capture, diff_states
+
     store = rt.store(create=False)
     a = store.resolve(args.a)
     old = store.load_state(a)
@@ -249,6 +260,9 @@ def cmd_check(rt: Runtime, args: argparse.Namespace) -> int:
 
 
 def cmd_prune(rt: Runtime, args: argparse.Namespace) -> int:
+    from ..exceptions import UsageError
+    from ..retention import RetentionPolicy, prune
+
     s = rt.settings
     for flag in ("keep_last", "keep_daily", "keep_weekly"):
         if getattr(args, flag) is not None and getattr(args, flag) < 0:
