@@ -259,3 +259,16 @@ def test_prompt_with_yes_at_a_terminal_still_refuses(conda_exe, conda_condarc, t
     assert child.exitstatus != 0 and (keep / "conda-meta").is_dir()
     assert "Refusing" in child.before
 
+
+
+def test_install_revision_that_removes_packages_is_guarded(conda, envs, channel, pkg_cache):
+    from factory import install_env
+
+    keep, _ = envs
+    install_env(keep, channel, ["libc=1.0"], cache_dir=pkg_cache)  # revision 1 adds libc
+    before = records(keep)
+    assert "libc" in before
+    proc = conda("install", "-n", "keep", "--revision", "0", "-y", *offline(channel))
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "roll it back to an older revision, removing packages" in proc.stderr
+    assert records(keep) == before
