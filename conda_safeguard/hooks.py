@@ -107,8 +107,8 @@ def _explicit_yes(context: Any, argv: list[str]) -> bool:
 
 def _env_file_target(args: Any) -> Path | None:
     """`conda env create/update -f x.yml` without -n/-p: the target is named in the file."""
-    from conda.cli.common import get_name_prefix_from_env_file
     from conda.base.context import context
+    from conda.cli.common import get_name_prefix_from_env_file
 
     files = getattr(args, "file", None)
     if not files:
@@ -142,37 +142,10 @@ def _rename_destination(args: Any) -> Path | None:
     return Path(PrefixData.from_name(dest).prefix_path)
 
 
-def _revision_removes_packages(prefix: Path, revision: Any) -> bool:
-    """Would `install --revision N` remove packages present now?"""
-    from conda.history import History
-
-    try:
-        states = History(str(prefix)).construct_states()
-        target = states[int(revision)][1]
-    except (IndexError, ValueError, TypeError, OSError):
-        return False  # conda itself reports a bad revision
-    from .prefix import read_records
-
-    current = {r.name for r in read_records(prefix)}
-    target_names = {dist.split("::")[-1].rsplit("-", 2)[0] for dist in target}
-    return bool(current - target_names)
-
-
-def _remove_empties_env(prefix: Path, args: Any) -> bool:
-    """`conda remove -n X a b c` naming every package: conda leaves an empty env behind."""
-    packages = getattr(args, "package_names", None) or getattr(args, "packages", None) or []
-    if not packages:
-        return False
-    from .prefix import read_records, spec_name
-
-    installed = {r.name for r in read_records(prefix)}
-    return bool(installed) and installed <= {spec_name(p) for p in packages}
-
-
 def targets_for(rt: Runtime, command: str, args: Any, context: Any, argv: list[str]
                 ) -> list[Target]:
     from .guard import make_target
-    from .prefix import is_env
+    from .prefix import is_env, removes_every_package, revision_removes_packages
 
     prefix = Path(context.target_prefix)
     if command in ("env_create", "env_update") and not (getattr(args, "name", None)
@@ -187,8 +160,9 @@ def targets_for(rt: Runtime, command: str, args: Any, context: Any, argv: list[s
         destination_exists=destination is not None and is_env(destination),
         yes=yes,
         revision_removes_packages=command == "install_revision"
-        and _revision_removes_packages(prefix, args.revision),
-        empties_env=command == "remove" and is_env(prefix) and _remove_empties_env(prefix, args),
+        and revision_removes_packages(prefix, str(args.revision)),
+        empties_env=command == "remove" and not getattr(args, "all", False)
+        and removes_every_package(prefix, tuple(getattr(args, "package_names", None) or ())),
     )
     out = []
     for role, effect, why in effects:
