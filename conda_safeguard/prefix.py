@@ -9,21 +9,28 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 import os
 import re
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .constants import FROZEN_MARK
 from .exceptions import CorruptEnvError, NotAnEnvError
 
+log = logging.getLogger(f"conda.{__name__}")
+
 # conda skips these in `env export` (see conda's PrefixData.get_conda_packages).
 _CONDA_PACKAGE_TYPES = (None, "", "noarch_generic", "noarch_python")
 # What conda treats as the anchor file of a Python distribution in site-packages.
 _ANCHOR_RE = re.compile(r"^(lib/python[^/]+/site-packages|Lib/site-packages)/[^/]+"
                         r"(\.dist-info/RECORD|\.egg-info/PKG-INFO|\.egg-info)$")
-_UNSET_ENV_VAR = "**unset**"  # conda's marker for a var unset in the env
+# A file changed twice within its filesystem's timestamp granularity (up to 2 s on FAT) can keep
+# its size and mtime: caches keyed by stat results do not trust anything that recent.
+RACY_NS = 2_000_000_000
+_UNSET_ENV_VAR = "***unset***"  # conda's CONDA_ENV_VARS_UNSET_VAR: a var unset in the env
 
 
 @dataclass(frozen=True)
@@ -60,7 +67,9 @@ class CondaRecord:
         return self.package_type in _CONDA_PACKAGE_TYPES
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        # every field is a str, int, None or tuple of str: no need for asdict()'s deep copy,
+        # which is the slowest step of a snapshot of a changed env
+        d = {name: getattr(self, name) for name in _RECORD_FIELDS}
         d["depends"] = list(self.depends)
         d["python_anchors"] = list(self.python_anchors)
         return d
@@ -71,6 +80,9 @@ class CondaRecord:
         d["depends"] = tuple(d.get("depends") or ())
         d["python_anchors"] = tuple(d.get("python_anchors") or ())
         return cls(**d)
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(CondaRecord))
 
 
 @dataclass(frozen=True)
@@ -130,6 +142,10 @@ class HistoryEntry:
 # ---------------------------------------------------------------------------------------------
 # channels
 
+# conda's default_channels (msys2 only on Windows, as conda's DEFAULT_CHANNELS)
+_DEFAULT_CHANNEL_URLS = ("https://repo.anaconda.com/pkgs/main", "https://repo.anaconda.com/pkgs/r",
+                         *(("https://repo.anaconda.com/pkgs/msys2",) if os.name == "nt" else ()))
+
 
 def canonical_channel(channel: str | None, url: str | None, subdir: str | None) -> str:
     """The channel name `conda env export` prints, derived without conda's context.
@@ -147,10 +163,9 @@ def canonical_channel(channel: str | None, url: str | None, subdir: str | None) 
         source = source[: -len(subdir) - 1]
     if "://" not in source:
         return source  # already a name (conda-forge, defaults, bioconda)
-    for base in ("https://repo.anaconda.com/pkgs/main", "https://repo.anaconda.com/pkgs/r",
-                 "https://repo.anaconda.com/pkgs/msys2"):
-        if source == base:
-            return "defaults"
+    source = re.sub(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", r"\1", source)  # user:password@
+    if source in _DEFAULT_CHANNEL_URLS:
+        return "defaults"
     for alias in ("https://conda.anaconda.org/", "http://conda.anaconda.org/"):
         if source.startswith(alias):
             name = source[len(alias):]
@@ -211,9 +226,19 @@ def _record_from_json(data: dict[str, Any]) -> CondaRecord:
 
 
 def record_files(prefix: Path) -> list[os.DirEntry[str]]:
-    """The conda-meta/*.json entries (stat-able without another syscall)."""
+    """The conda-meta/<name>-<version>-<build>.json entries (stat-able without another syscall).
+
+    Other *.json files there are not package records (conda skips `._*`; our protect mark is
+    conda-meta/safeguard-protection).
+    """
     with os.scandir(prefix / "conda-meta") as it:
-        return [e for e in it if e.name.endswith(".json") and e.is_file()]
+        return [e for e in it if e.name.endswith(".json") and not e.name.startswith("._")
+                and e.name.count("-") >= 2 and e.is_file()]
+
+
+def _matches_file_name(record: CondaRecord, file_name: str) -> bool:
+    """conda ignores (with a warning) a record whose file name is not its name-version-build."""
+    return file_name[: -len(".json")].rsplit("-", 2) == [record.name, record.version, record.build]
 
 
 def read_record(path: Path) -> CondaRecord:
@@ -234,6 +259,7 @@ def read_records(prefix: Path, cache: dict[str, Any] | None = None) -> list[Cond
     unchanged are reused, so a warm snapshot parses no JSON (records hold whole `paths` lists).
     """
     records = []
+    racy_after = time.time_ns() - RACY_NS
     for entry in record_files(prefix):
         st = entry.stat()
         key = [st.st_size, st.st_mtime_ns]
@@ -242,7 +268,10 @@ def read_records(prefix: Path, cache: dict[str, Any] | None = None) -> list[Cond
             records.append(CondaRecord.from_dict(hit[2]))
             continue
         record = read_record(Path(entry.path))
-        if cache is not None:
+        if not _matches_file_name(record, entry.name):
+            log.warning("Ignoring malformed prefix record at: %s", entry.path)  # as conda does
+            continue
+        if cache is not None and st.st_mtime_ns < racy_after:
             cache[entry.name] = [*key, record.to_dict()]
         records.append(record)
     if cache is not None:
@@ -448,3 +477,34 @@ def read_pip_dists(prefix: Path, records: list[CondaRecord]) -> list[PipDist]:
             direct_url=direct_url if isinstance(direct_url, dict) else None,
         ))
     return sorted(dists, key=lambda d: d.name)
+
+
+# ---------------------------------------------------------------------------------------------
+# what a command would leave behind (shared by the plugin and the shell guard)
+
+
+def removes_every_package(prefix: Path, specs: tuple[str, ...]) -> bool:
+    """`remove A B …` that names every installed package: the env is left empty."""
+    if not specs or not is_env(prefix):
+        return False
+    try:
+        installed = {r.name for r in read_records(prefix)}
+    except (CorruptEnvError, OSError):
+        return True  # unreadable: assume the worst (it is only used to protect)
+    return bool(installed) and installed <= {spec_name(s) for s in specs}
+
+
+def revision_removes_packages(prefix: Path, revision: str | None) -> bool:
+    """Would `install --revision N` remove packages present now? (as hooks.py decides it)"""
+    history = read_history(prefix)
+    try:
+        rev = int(revision or "")
+    except ValueError:
+        return False  # the tool itself reports a bad revision and changes nothing
+    if not 0 <= rev < len(history):
+        return False
+    state: set[str] = set()
+    for entry in history[:rev + 1]:  # conda's History.construct_states, up to revision N
+        state = (state - set(entry.removed)) | set(entry.added)
+    target_names = {dist.split("::")[-1].rsplit("-", 2)[0] for dist in state}
+    return bool({r.name for r in read_records(prefix)} - target_names)
