@@ -10,11 +10,14 @@ import hashlib
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from .prefix import require_env, site_packages
+from .exceptions import BackupError
+from .prefix import RACY_NS, require_env, site_packages
 from .snapshot import EnvState, SnapshotInfo, capture, new_info
 from .store import Store, prefix_key
 
@@ -29,18 +32,23 @@ class BackupResult:
     state: EnvState | None = None  # None when the fast path did not read the env
 
 
-def stat_key(prefix: Path) -> str:
-    """Changes whenever anything a snapshot reads may have changed (metadata only, no reads)."""
+def stat_key(prefix: Path) -> str | None:
+    """Changes whenever anything a snapshot reads may have changed (metadata only, no reads).
+
+    None when a file changed too recently to trust: a second change within the filesystem's
+    timestamp granularity can leave size and mtime as they were ("racy git").
+    """
+    racy_after = time.time_ns() - RACY_NS
     h = hashlib.sha256()
     meta = prefix / "conda-meta"
     with os.scandir(meta) as it:
         entries = sorted((e.name, e.stat()) for e in it if not e.name.startswith("."))
-    for name, st in entries:
-        h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     # pip installs show up as new dist-info folders: the site-packages mtime changes.
-    for sp in prefix.glob("lib/python*/site-packages"):
-        st = sp.stat()
-        h.update(f"{sp}\0{st.st_mtime_ns}\n".encode())
+    entries += [(str(sp), sp.stat()) for sp in prefix.glob("lib/python*/site-packages")]
+    for name, st in entries:
+        if st.st_mtime_ns >= racy_after:
+            return None
+        h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
@@ -69,23 +77,40 @@ def backup(
     prefix = Path(os.path.abspath(prefix))
     require_env(prefix)
     argv = list(sys.argv) if argv is None else argv
+    configured = list(configured_channels or [])
+    try:
+        return _backup(store, prefix, env_name=env_name, reason=reason, argv=argv,
+                       configured=configured, pin=pin, force=force)
+    except OSError as e:  # disk full, read-only store, unreadable env file: expected failures
+        where = f" ({e.filename})" if e.filename else ""
+        raise BackupError(f"Could not snapshot {prefix}: {e.strerror or e}{where}. No snapshot "
+                          "was recorded; earlier snapshots are intact.") from e
+
+
+def _backup(store: Store, prefix: Path, *, env_name: str, reason: str, argv: list[str],
+            configured: list[str], pin: Callable[[Store, EnvState], list[str]] | None,
+            force: bool) -> BackupResult:
     key_name = f"env-{prefix_key(prefix)}.json"
     with store.shared_lock(), store.env_lock(prefix):
         cache = store.read_cache(key_name)
         key = stat_key(prefix)
         latest = store.latest_of(prefix)
-        if not force and latest is not None and cache.get("stat_key") == key \
-                and cache.get("snapshot") == latest.id and cache.get("env_name") == env_name:
+        same_labels = {"env_name": env_name, "channels": configured}
+        if not force and latest is not None and key is not None and cache.get("stat_key") == key \
+                and cache.get("snapshot") == latest.id \
+                and all(cache.get(k) == v for k, v in same_labels.items()):
             return BackupResult(latest, created=False, bytes_added=0)
         records_cache = cache.get("records") if isinstance(cache.get("records"), dict) else {}
         state = capture(prefix, records_cache)
-        channels = channels_for(state, configured_channels or [])
-        if (not force and latest is not None and latest.fingerprint == state.fingerprint
-                and latest.channels == channels and latest.env_name == env_name):
-            store.write_cache(key_name, {"stat_key": key, "snapshot": latest.id,
-                                         "env_name": env_name, "records": records_cache})
+        channels = channels_for(state, configured)
+        parts = store.state_parts(state)
+        if (not force and latest is not None and latest.channels == channels
+                and latest.env_name == env_name
+                and latest.objects == {k: hashlib.sha256(v).hexdigest() for k, v in parts.items()}):
+            _save_cache(store, key_name, {"stat_key": key, "snapshot": latest.id,
+                                          **same_labels, "records": records_cache})
             return BackupResult(latest, created=False, bytes_added=0, state=state)
-        objects, added = store.put_state(state)
+        objects, added = store.put_parts(parts)
         parent_state = None
         if latest is not None:
             try:
@@ -98,9 +123,17 @@ def backup(
         if pin is not None:
             info.pins = pin(store, state)
         added += store.write_manifest(info)
-        store.write_cache(key_name, {"stat_key": key, "snapshot": info.id, "env_name": env_name,
-                                     "records": records_cache})
+        _save_cache(store, key_name, {"stat_key": key, "snapshot": info.id, **same_labels,
+                                      "records": records_cache})
         return BackupResult(info, created=True, bytes_added=added, state=state)
+
+
+def _save_cache(store: Store, name: str, data: dict[str, Any]) -> None:
+    """A cache is derived: failing to write one costs the next backup time, never data."""
+    try:
+        store.write_cache(name, data)
+    except OSError as e:
+        log.warning("could not write the cache %s: %s", name, e)
 
 
 def python_site_packages(prefix: Path, state: EnvState) -> Path | None:

@@ -15,8 +15,8 @@ from .prefix import is_env
 ROOT_ENV_NAMES = ("base", "root")
 
 
-def _norm(path: Path | str) -> Path:
-    return Path(os.path.abspath(os.path.expanduser(str(path))))
+def _norm(path: str | os.PathLike[str]) -> Path:
+    return Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
 
 
 def find_root_prefix(environ: dict[str, str] | None = None) -> Path | None:

@@ -51,6 +51,10 @@ class StoreError(SafeguardError):
     """The store cannot be used as asked."""
 
 
+class BackupError(SafeguardError):
+    """A snapshot of one env failed (an OSError reading the env or writing the store)."""
+
+
 class StoreFormatError(StoreError):
     def __init__(self, path: str, found: object, supported: int) -> None:
         super().__init__(
@@ -82,6 +86,15 @@ class AmbiguousSnapshotError(SafeguardError):
         super().__init__(
             f"Snapshot id {ref!r} is ambiguous: it matches {len(candidates)} snapshots "
             f"({shown}). Give more characters."
+        )
+
+
+class AmbiguousEnvError(SafeguardError):
+    def __init__(self, env: str, prefixes: list[str]) -> None:
+        shown = ", ".join(prefixes[:5]) + (" …" if len(prefixes) > 5 else "")
+        super().__init__(
+            f"{env!r} names snapshots of {len(prefixes)} different envs ({shown}). Give the "
+            f"env's full prefix instead, e.g. {prefixes[0]}@latest."
         )
 
 

@@ -24,11 +24,13 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o600, durable: bool = True) -> None:
     """Write `data` so that `path` holds either its old content or all of `data`, never a mix.
 
     The temp file is in the same directory (os.replace is atomic only within a filesystem);
     the directory is fsynced after the rename so the new name survives a crash too.
+    `durable=False` skips both fsyncs: for derived data (caches) that may be lost in a crash,
+    though never half-written.
     """
     directory = path.parent
     tmp = directory / f".tmp-{path.name}.{os.getpid()}.{time.monotonic_ns()}"
@@ -39,7 +41,8 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -47,7 +50,8 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    fsync_dir(directory)
+    if durable:
+        fsync_dir(directory)
 
 
 def lock_timeout() -> float:

@@ -20,8 +20,16 @@ from typing import IO, TYPE_CHECKING
 from .constants import ENV_ALLOW, PROTECT_MARK
 from .exceptions import RefusedError, SafeguardError
 from .fs import atomic_write
-from .policy import Action, Decision, Effect, Invocation, Target, decide, is_protected, \
-    refusal_message
+from .policy import (
+    Action,
+    Decision,
+    Effect,
+    Invocation,
+    Target,
+    decide,
+    is_protected,
+    refusal_message,
+)
 from .prefix import is_env
 
 if TYPE_CHECKING:

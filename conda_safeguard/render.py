@@ -64,6 +64,8 @@ def environment_yml(info: SnapshotInfo, state: EnvState, form: str = "full") -> 
 
 
 def _strip_auth(url: str) -> str:
+    if url.startswith("file:"):
+        return url  # no tokens or passwords; a folder named `t` is just a folder
     url = re.sub(r"/t/[^/]*/", "/", url, count=1)  # anaconda.org token segment
     return re.sub(r"^([a-z+]+://)[^/@]*@", r"\1", url)  # user:password@
 

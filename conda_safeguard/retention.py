@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from .exceptions import StoreError
 from .snapshot import SnapshotInfo
 from .store import Store
 
@@ -68,6 +69,13 @@ def prune(store: Store, policy: RetentionPolicy, *, prefixes: list[str] | None =
     """
     report = PruneReport()
     with store.exclusive_lock():
+        unreadable = store.unreadable_manifests()
+        if unreadable:  # the objects they name would look unreferenced
+            raise StoreError(
+                f"Refusing to prune: {len(unreadable)} snapshot manifest(s) cannot be read "
+                f"(snapshots/{', snapshots/'.join(unreadable)}), and the data they name would be "
+                "deleted. Nothing was changed. Run `conda-safeguard check`, and move a damaged "
+                "manifest out of the store to prune without it.")
         snapshots = store.snapshots()  # re-read under the lock: a backup may have just landed
         by_prefix: dict[str, list[SnapshotInfo]] = {}
         for s in snapshots:

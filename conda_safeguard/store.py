@@ -28,6 +28,7 @@ from typing import Any
 
 from . import constants as C
 from .exceptions import (
+    AmbiguousEnvError,
     AmbiguousSnapshotError,
     CorruptObjectError,
     SnapshotNotFoundError,
@@ -187,15 +188,21 @@ class Store:
 
     # -- state <-> objects ---------------------------------------------------------------------
 
-    def put_state(self, state: EnvState) -> tuple[dict[str, str], int]:
-        """Write the state's parts as objects; returns (part -> id, bytes added)."""
-        parts = {
+    @staticmethod
+    def state_parts(state: EnvState) -> dict[str, bytes]:
+        """The state's parts as the bytes of their objects (part -> bytes; id = its sha256)."""
+        return {
             "packages": canonical_json([r.to_dict() for r in state.packages]),
             "pip": canonical_json([d.to_dict() for d in state.pip]),
-            "env": canonical_json({"variables": state.variables, "requested": state.requested,
-                                   "frozen": state.frozen, "platform": state.platform}),
+            # variables as pairs: their order is the order `conda env export` prints them in
+            "env": canonical_json({"variables": [[k, v] for k, v in state.variables.items()],
+                                   "requested": state.requested, "frozen": state.frozen,
+                                   "platform": state.platform}),
             "history": state.history.encode("utf-8"),
         }
+
+    def put_parts(self, parts: dict[str, bytes]) -> tuple[dict[str, str], int]:
+        """Write parts (from state_parts) as objects; returns (part -> id, bytes added)."""
         ids: dict[str, str] = {}
         added = 0
         for name, data in parts.items():
@@ -203,13 +210,17 @@ class Store:
             added += written
         return ids, added
 
+    def put_state(self, state: EnvState) -> tuple[dict[str, str], int]:
+        """Write the state's parts as objects; returns (part -> id, bytes added)."""
+        return self.put_parts(self.state_parts(state))
+
     def load_state(self, info: SnapshotInfo) -> EnvState:
         objs = info.objects
         env = json.loads(self.get_object(objs["env"]))
         return EnvState(
             packages=[CondaRecord.from_dict(d) for d in json.loads(self.get_object(objs["packages"]))],
             pip=[PipDist.from_dict(d) for d in json.loads(self.get_object(objs["pip"]))],
-            variables=env["variables"],
+            variables=dict(env["variables"]),  # pairs (or a mapping, as first written)
             requested=env["requested"],
             history=self.get_object(objs["history"]).decode("utf-8"),
             frozen=env["frozen"],
@@ -228,7 +239,15 @@ class Store:
             raise StoreError(f"Refusing to write snapshot {info.short_id}: objects "
                              f"{', '.join(m[:12] for m in missing)} are not in the store.")
         data = json.dumps(info.to_dict(), indent=1, sort_keys=True).encode() + b"\n"
-        atomic_write(self._manifest_path(info.id), data)
+        path = self._manifest_path(info.id)
+        try:
+            atomic_write(path, data)
+        except BaseException:
+            # After the rename atomic_write fails only if the folder cannot be synced: take the
+            # manifest back, so a backup that reports failure leaves no snapshot behind.
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            raise
         return len(data)
 
     def delete_manifest(self, snapshot_id: str) -> None:
@@ -258,6 +277,10 @@ class Store:
         except (ValueError, TypeError, KeyError, OSError):
             return None
 
+    def unreadable_manifests(self) -> list[str]:
+        """Names of manifests in snapshots/ that do not parse."""
+        return sorted(p.name for p in self._manifest_files() if self._read_manifest(p) is None)
+
     def snapshots_of(self, prefix: str | Path) -> list[SnapshotInfo]:
         prefix = os.path.abspath(str(prefix))
         return [s for s in self.snapshots() if s.prefix == prefix]
@@ -284,9 +307,10 @@ class Store:
             raise SnapshotNotFoundError(ref)
         snapshots = self.snapshots()
         env_part, _, selector = ref.rpartition("@") if "@" in ref else (ref, "", "")
-        if not env_part and not selector:
-            env_part = ref
-        by_env = [s for s in snapshots if _env_matches(s, env_part)]
+        if (not env_part and not selector) or (
+                "@" in ref and any(_env_matches(s, ref) for s in snapshots)):
+            env_part, selector = ref, ""  # a prefix path may hold an '@'
+        by_env = _one_env(env_part, [s for s in snapshots if _env_matches(s, env_part)])
         if not selector:
             if by_env:
                 return by_env[0]
@@ -326,7 +350,7 @@ class Store:
     def write_cache(self, name: str, data: dict[str, Any]) -> None:
         path = self.root / "cache" / name
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        atomic_write(path, json.dumps(data, separators=(",", ":")).encode())
+        atomic_write(path, json.dumps(data, separators=(",", ":")).encode(), durable=False)
 
     # -- check -----------------------------------------------------------------------------------
 
@@ -360,6 +384,18 @@ class Store:
                 report.leftovers += [str(p.relative_to(self.root))
                                      for p in directory.iterdir() if p.name.startswith(".tmp-")]
         return report
+
+
+def _one_env(env: str, matches: list[SnapshotInfo]) -> list[SnapshotInfo]:
+    """Snapshots of the one env that `env` names: exact names and prefixes win over folder
+    names; a name that still means several envs is refused, never guessed."""
+    prefixes = list(dict.fromkeys(s.prefix for s in matches))
+    if len(prefixes) <= 1:
+        return matches
+    exact = [s for s in matches if env in (s.env_name, s.prefix)]
+    if len({s.prefix for s in exact}) == 1:
+        return exact
+    raise AmbiguousEnvError(env, prefixes)
 
 
 def _env_matches(info: SnapshotInfo, env: str) -> bool:

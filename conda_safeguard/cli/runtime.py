@@ -16,6 +16,7 @@ from typing import Any
 from ..backup import BackupResult, backup
 from ..condarc import Settings, load_settings
 from ..envs import EnvLocator
+from ..prefix import require_env
 from ..store import Store, default_store_path
 
 
@@ -32,8 +33,10 @@ class Runtime:
     def from_system(cls) -> Runtime:
         locator = EnvLocator.from_system()
         settings = load_settings(locator.condarc)
+        # conda >= 24.9 leaves `channels` empty by default (conda/conda#14227): `conda env
+        # export` then prints only the packages' channels.
         channels = locator.condarc.get("channels")
-        configured = [str(c) for c in channels] if isinstance(channels, list) else ["defaults"]
+        configured = [str(c) for c in channels] if isinstance(channels, list) else []
         return cls(locator=locator, settings=settings, configured_channels=configured)
 
     @property
@@ -49,6 +52,7 @@ class Runtime:
                force: bool = False) -> BackupResult:
         from ..pins import pinner
 
+        require_env(prefix)  # before opening (and maybe creating) the store
         return backup(self.store(), prefix, env_name=self.locator.name_of(prefix), reason=reason,
                       argv=argv, configured_channels=self.configured_channels,
                       pin=pinner(self.settings), force=force)

@@ -91,7 +91,7 @@ examples:
 
 
 def cmd_backup(rt: Runtime, args: argparse.Namespace) -> int:
-    from ..exceptions import SafeguardError, UsageError
+    from ..exceptions import SafeguardError, StoreError, UsageError
 
     if args.all and (args.name or args.prefix):
         raise UsageError("Give --all or an env (-n/-p), not both.")
@@ -102,8 +102,8 @@ def cmd_backup(rt: Runtime, args: argparse.Namespace) -> int:
         try:
             results.append(rt.backup(prefix, reason=args.reason, force=args.force))
         except SafeguardError as e:
-            if not args.all:
-                raise
+            if not args.all or isinstance(e, StoreError):
+                raise  # a store that cannot be used fails every env alike: say it once
             failures.append((prefix, str(e)))
             rt.info(f"skipped {prefix}: {e}")
     if rt.json:
