@@ -26,7 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from factory import LocalChannel, install_env, write_condarc  # noqa: E402
 
-
 # Runs conda's CLI; with "hide" as first argument our distribution is invisible to conda.
 RUNNER = """
 import sys

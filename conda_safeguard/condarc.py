@@ -24,7 +24,8 @@ def condarc_paths(root_prefix: Path | None) -> list[Path]:
              Path("/var/lib/conda/.condarc"), Path("/var/lib/conda/condarc")]
     if root_prefix is not None:
         paths += [root_prefix / ".condarc", root_prefix / "condarc"]
-    paths += [xdg / "conda" / ".condarc", xdg / "conda" / "condarc", home / ".config/conda/.condarc",
+    paths += [xdg / "conda" / ".condarc", xdg / "conda" / "condarc",
+              home / ".config/conda/.condarc",
               home / ".conda/.condarc", home / ".conda/condarc", home / ".condarc"]
     if os.environ.get("CONDA_PREFIX"):
         paths.append(Path(os.environ["CONDA_PREFIX"]) / ".condarc")
@@ -52,7 +53,8 @@ def read_condarc(paths: list[Path]) -> dict[str, Any]:
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
-            raise SafeguardError(f"{path} is not valid YAML ({e}). Fix it; nothing was changed.")
+            raise SafeguardError(
+                f"{path} is not valid YAML ({e}). Fix it; nothing was changed.") from None
         if not isinstance(data, dict):
             continue
         for key, value in data.items():

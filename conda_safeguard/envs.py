@@ -42,7 +42,8 @@ def find_root_prefix(environ: dict[str, str] | None = None) -> Path | None:
 
 @dataclass
 class EnvLocator:
-    """Where envs live. `from_system()` reads .condarc; the plugin builds one from conda's context."""
+    """Where envs live. `from_system()` reads .condarc; the plugin builds one from conda's
+    context."""
 
     root_prefix: Path | None
     envs_dirs: list[Path]

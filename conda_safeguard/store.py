@@ -106,7 +106,8 @@ class Store:
             found = config["format"]
         except (ValueError, KeyError, TypeError):
             raise StoreError(f"The store config {config_path} is damaged. Nothing was written. "
-                             "Move the store aside and run `conda-safeguard check` on it.") from None
+                             "Move the store aside and run `conda-safeguard check` on it."
+                             ) from None
         if not isinstance(found, int) or found > C.STORE_FORMAT or found < 1:
             raise StoreFormatError(str(root), found, C.STORE_FORMAT)
         return store
@@ -122,7 +123,8 @@ class Store:
                 atomic_write(config_path, json.dumps(config, indent=2).encode() + b"\n")
         except PermissionError:
             raise StoreError(f"Cannot create the snapshot store at {self.root}: permission "
-                             "denied. Set CONDA_SAFEGUARD_HOME to a folder you can write.") from None
+                             "denied. Set CONDA_SAFEGUARD_HOME to a folder you can write."
+                             ) from None
 
     # -- locks ----------------------------------------------------------------------------------
 
@@ -218,7 +220,8 @@ class Store:
         objs = info.objects
         env = json.loads(self.get_object(objs["env"]))
         return EnvState(
-            packages=[CondaRecord.from_dict(d) for d in json.loads(self.get_object(objs["packages"]))],
+            packages=[CondaRecord.from_dict(d)
+                      for d in json.loads(self.get_object(objs["packages"]))],
             pip=[PipDist.from_dict(d) for d in json.loads(self.get_object(objs["pip"]))],
             variables=dict(env["variables"]),  # pairs (or a mapping, as first written)
             requested=env["requested"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..constants import FROZEN_MARK
 from .common import add_env_options, add_output_options, resolve_prefix, verb_parser
@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ("unprotect", "Mark an env unprotected (base stays protected).", cmd_unprotect),
     ):
         p = verb_parser(sub, verb, summary, f"""
-The mark lives in the env (conda-meta/safeguard-protection), so every user of a shared install sees it.
+The mark lives in the env (conda-meta/safeguard-protection): every user of a shared install
+sees it.
 example:
   conda-safeguard {verb} -n pytorch""")
         add_env_options(p)
@@ -131,7 +132,7 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
         snapshots = rt.store(create=False).snapshots()
     except SafeguardError:  # no store yet: nothing snapshotted, which status reports
         snapshots = []
-    rows = []
+    rows: list[dict[str, Any]] = []
     for prefix in prefixes:
         latest = next((s for s in snapshots if s.prefix == str(prefix)), None)
         try:

@@ -39,7 +39,8 @@ examples:
     add_output_options(p)
     p.set_defaults(func=cmd_list)
 
-    p = verb_parser(sub, "show", "Print a snapshot as environment.yml, explicit lockfile, pip …", """
+    p = verb_parser(sub, "show", "Print a snapshot as environment.yml, explicit lockfile, pip …",
+                    """
 snapshot ids: an id prefix (a1b2c3d4), ENV (its latest), ENV@latest, ENV@-1 (the one before),
 ENV@<id prefix>.
 examples:
@@ -62,7 +63,8 @@ examples:
     add_output_options(p)
     p.set_defaults(func=cmd_diff)
 
-    p = verb_parser(sub, "check", "Re-hash every stored object; report damaged or missing ones.", """
+    p = verb_parser(sub, "check", "Re-hash every stored object; report damaged or missing ones.",
+                    """
 Repairs nothing. Exit status 1 when anything is damaged or missing.
 example:
   conda-safeguard check --json""")

@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from factory import read_prefix_records
 
 pexpect = pytest.importorskip("pexpect")
