@@ -40,8 +40,6 @@ def condarc_paths(root_prefix: Path | None) -> list[Path]:
 
 def read_condarc(paths: list[Path]) -> dict[str, Any]:
     """Merge the files: later files win for scalars; lists concatenate, as conda does."""
-    import yaml  # here, not at module level: conda loads this module for every command
-
     merged: dict[str, Any] = {}
     for path in paths:
         try:
@@ -50,6 +48,8 @@ def read_condarc(paths: list[Path]) -> dict[str, Any]:
             continue
         except OSError as e:
             raise SafeguardError(f"Cannot read {path}: {e.strerror}.") from None
+        import yaml  # only once a file exists: most commands never need a YAML parser
+
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:

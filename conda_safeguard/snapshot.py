@@ -6,11 +6,9 @@ store) and `SnapshotInfo` (when, why, where: the manifest).
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import json
 import platform as _platform
-import socket
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -137,6 +135,9 @@ class SnapshotInfo:
 def new_info(*, env_name: str, prefix: Path, state: EnvState, reason: str, argv: list[str],
              channels: list[str], objects: dict[str, str], parent: SnapshotInfo | None,
              parent_state: EnvState | None) -> SnapshotInfo:
+    import getpass  # only for a new snapshot: the unchanged fast path never gets here
+    import socket
+
     now = datetime.now(timezone.utc)
     created = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     try:
