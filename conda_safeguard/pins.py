@@ -1,30 +1,50 @@
 """Package pins: the store keeps each package tarball a snapshot needs, once.
 
 A hardlink on the same filesystem costs no bytes and survives `conda clean --all` (conda skips
-or deletes only its own names). Pins are named by the package's sha256.
+or deletes only its own names). Pins are named by the package's sha256; a file is pinned only
+after its bytes were checked against that hash, so a pin is what its name says.
+
+Where package files are found (`tarball_for`): the record's own `package_tarball_full_path`
+(conda writes it), the folder next to `extracted_package_dir` / `link.source` (conda and
+rattler write these; rattler's own cache holds no tarballs), conda's package caches
+(`find_pkgs_dirs`), and the record's URL when it is a `file://` channel still on disk.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import shutil
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlparse
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from .condarc import Settings
     from .prefix import CondaRecord
     from .snapshot import EnvState, SnapshotInfo
     from .store import Store
 
+log = logging.getLogger(f"conda.{__name__}")
+
 PACKAGE_EXTS = (".conda", ".tar.bz2")
+Progress = Callable[[str], None]
 
 
 def pin_path(store: Store, record: CondaRecord) -> Path:
     ext = ".conda" if record.fn.endswith(".conda") else ".tar.bz2"
     return store.root / "packages" / f"{record.sha256}{ext}"
+
+
+def existing_pin(store: Store, record: CondaRecord) -> Path | None:
+    if not record.sha256:
+        return None
+    path = pin_path(store, record)
+    return path if path.is_file() else None
 
 
 def check_pins(store: Store) -> tuple[list[str], int]:
@@ -44,97 +64,268 @@ def check_pins(store: Store) -> tuple[list[str], int]:
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
+    return hash_file(path, "sha256")
+
+
+def hash_file(path: Path, algo: str) -> str:
+    h = hashlib.new(algo)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
 
 
-def link_or_copy(src: Path, dst: Path) -> None:
+def file_matches(path: Path, record: CondaRecord) -> bool:
+    """The file holds exactly the package the record names (size, then sha256 or md5)."""
+    try:
+        if record.size is not None and path.stat().st_size != record.size:
+            return False
+        if record.sha256:
+            return sha256_file(path) == record.sha256
+        if record.md5:
+            return hash_file(path, "md5") == record.md5
+    except OSError:
+        return False
+    return False  # nothing to check it against: not trusted
+
+
+def link_or_copy(src: Path, dst: Path) -> bool:
+    """Place `src` at `dst` (atomically); True when it is a hardlink, False when copied."""
     tmp = dst.with_name(f".tmp-{dst.name}.{os.getpid()}")
+    linked = True
     try:
         os.link(src, tmp)
+    except FileExistsError:
+        os.unlink(tmp)
+        os.link(src, tmp)
     except OSError:
-        import shutil
-
+        linked = False
         shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    try:
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return linked
 
 
-def tarball_for(record: CondaRecord) -> Path | None:
-    """The package file conda (or rattler) installed `record` from, if it is still on disk."""
-    candidates = []
+# ---------------------------------------------------------------------------------------------
+# where conda keeps package files
+
+
+def find_pkgs_dirs(condarc: dict[str, Any] | None = None, root_prefix: Path | None = None,
+                   environ: dict[str, str] | None = None) -> list[Path]:
+    """conda's package caches, in conda's order.
+
+    Inside conda (the plugin), conda's own `context.pkgs_dirs`; otherwise CONDA_PKGS_DIRS, else
+    `pkgs_dirs` from .condarc, else `<root>/pkgs` and `~/.conda/pkgs` (conda's defaults).
+    """
+    ctx_module = sys.modules.get("conda.base.context")  # only if conda is already loaded
+    if ctx_module is not None:
+        try:
+            return _unique(Path(p) for p in ctx_module.context.pkgs_dirs)
+        except (AttributeError, TypeError):
+            log.debug("conda's context has no pkgs_dirs; reading .condarc instead")
+    environ = dict(os.environ) if environ is None else environ
+    if condarc is None or root_prefix is None:
+        from .condarc import condarc_paths, read_condarc
+        from .envs import find_root_prefix
+
+        root_prefix = root_prefix or find_root_prefix(environ)
+        condarc = read_condarc(condarc_paths(root_prefix)) if condarc is None else condarc
+    raw = environ.get("CONDA_PKGS_DIRS")
+    if raw:
+        return _unique(_expand(p) for p in raw.split(",") if p.strip())
+    configured = condarc.get("pkgs_dirs")
+    if isinstance(configured, list) and configured:
+        return _unique(_expand(str(p)) for p in configured)
+    defaults = [root_prefix / "pkgs"] if root_prefix is not None else []
+    return _unique([*defaults, Path.home() / ".conda" / "pkgs"])
+
+
+def _expand(p: str) -> Path:
+    return Path(os.path.abspath(os.path.expandvars(os.path.expanduser(p.strip()))))
+
+
+def _unique(paths: Iterable[Path]) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def url_path(url: str) -> Path | None:
+    """The local path of a file:// URL, else None."""
+    if not url.startswith("file:"):
+        return None
+    return Path(unquote(urlparse(url).path))
+
+
+def tarball_candidates(record: CondaRecord, pkgs_dirs: Iterable[Path] | None = ()) -> list[Path]:
+    """Where the record's package file may be, most specific first (none checked yet): the
+    record's own paths, then conda's package caches, then a file:// channel. `pkgs_dirs` None:
+    the record's own paths only."""
+    out: list[Path] = []
     if record.package_tarball_full_path:
-        candidates.append(Path(record.package_tarball_full_path))
-    if record.extracted_package_dir:
-        extracted = Path(record.extracted_package_dir)
-        candidates += [extracted.parent / f"{extracted.name}{ext}" for ext in PACKAGE_EXTS]
-        if record.fn:
-            candidates.append(extracted.parent / record.fn)
-    for path in candidates:
-        if path.is_file():
+        out.append(Path(record.package_tarball_full_path))
+    if record.fn and record.extracted_package_dir:
+        out.append(Path(record.extracted_package_dir).parent / record.fn)
+    if pkgs_dirs is not None and record.fn:
+        out += [Path(d) / record.fn for d in pkgs_dirs]
+        local = url_path(record.url)
+        if local is not None:
+            out.append(local)
+    return _unique(out)
+
+
+def tarball_for(record: CondaRecord, pkgs_dirs: Iterable[Path] | None = None, *,
+                verify: bool = True) -> Path | None:
+    """The package file `record` was installed from, if one with the right bytes is on disk.
+
+    Only files named like the record's `fn` are considered: a `.conda` and a `.tar.bz2` of the
+    same package are different files with different hashes. `pkgs_dirs` None: conda's package
+    caches (`find_pkgs_dirs`), looked up only when the record's own paths fail.
+    """
+    own = tarball_candidates(record, None)
+    for path in own:
+        if path.is_file() and (not verify or file_matches(path, record)):
+            return path
+    dirs = find_pkgs_dirs() if pkgs_dirs is None else pkgs_dirs
+    for path in tarball_candidates(record, dirs):
+        if path not in own and path.is_file() and (not verify or file_matches(path, record)):
             return path
     return None
 
 
-def pin_records(store: Store, records: list[CondaRecord], *, mode: str, budget_bytes: int,
-                ) -> tuple[list[str], list[str]]:
-    """Keep the tarball of each record in the store. Returns (pinned sha256s, not kept names).
+# ---------------------------------------------------------------------------------------------
+# pinning
 
-    mode `auto`: hardlink, or copy while the copies stay within `budget_bytes`; `always`: no
-    budget; `never`: nothing.
+
+@dataclass
+class PinReport:
+    pinned: list[str] = field(default_factory=list)  # sha256s now in the store
+    linked: int = 0  # new hardlinks
+    copied: int = 0  # new copies (another filesystem)
+    bytes_copied: int = 0
+    not_kept: list[str] = field(default_factory=list)  # "dist (why)"
+
+
+def copied_bytes(store: Store) -> int:
+    """Bytes the store's pins use on their own (files no other name links to)."""
+    total = 0
+    directory = store.root / "packages"
+    if directory.is_dir():
+        with os.scandir(directory) as it:
+            for entry in it:
+                st = entry.stat(follow_symlinks=False)
+                if st.st_nlink == 1 and not entry.name.startswith(".tmp-"):
+                    total += st.st_size
+    return total
+
+
+def pin_records(store: Store, records: list[CondaRecord], *, mode: str, budget_bytes: int,
+                pkgs_dirs: list[Path] | None = None, progress: Progress | None = None,
+                ) -> PinReport:
+    """Keep the package file of each record in the store, once per file.
+
+    mode `auto`: hardlink; across filesystems copy while the store's copies stay within
+    `budget_bytes`; `always`: copy without a budget; `never`: nothing.
     """
+    report = PinReport()
     if mode == "never":
-        return [], []
+        return report
     directory = store.root / "packages"
     directory.mkdir(exist_ok=True, mode=0o700)
-    pinned, not_kept = [], []
-    spent = 0
+    todo = []
     for record in records:
         if not record.sha256:
-            not_kept.append(f"{record.dist_str} (its record has no sha256)")
+            report.not_kept.append(f"{record.dist_str} (its record has no sha256)")
+        elif pin_path(store, record).exists():
+            report.pinned.append(record.sha256)
+        else:
+            todo.append(record)
+    if todo and progress is not None:
+        progress(f"pinning {len(todo)} package files into {directory}")
+    spent: int | None = None  # the store's copied bytes, counted on first need
+    dirs = pkgs_dirs
+    for record in todo:
+        src = next((p for p in tarball_candidates(record, None)  # its own paths: no config read
+                    if p.is_file() and file_matches(p, record)), None)
+        if src is None:
+            dirs = find_pkgs_dirs() if dirs is None else dirs
+            src = tarball_for(record, dirs)
+        if src is None:
+            report.not_kept.append(f"{record.dist_str} (no package file with its sha256 in "
+                                   "the package caches)")
             continue
         dst = pin_path(store, record)
-        if dst.exists():
-            pinned.append(record.sha256)
-            continue
-        src = tarball_for(record)
-        if src is None:
-            not_kept.append(f"{record.dist_str} (no package file in the package cache)")
-            continue
         try:
             os.link(src, dst)
+            report.linked += 1
         except FileExistsError:
             pass
         except OSError:
             size = src.stat().st_size
+            if spent is None:
+                spent = copied_bytes(store)
             if mode == "auto" and spent + size > budget_bytes:
-                not_kept.append(f"{record.dist_str} (copy would pass the pin budget)")
+                report.not_kept.append(
+                    f"{record.dist_str} (another filesystem: a {size >> 20} MB copy would pass "
+                    f"the pin budget of {budget_bytes >> 20} MB)")
                 continue
             link_or_copy(src, dst)
             spent += size
-        pinned.append(record.sha256)
-    return pinned, not_kept
+            report.copied += 1
+            report.bytes_copied += size
+        report.pinned.append(record.sha256)
+    return report
 
 
-def pinner(settings: Settings) -> Callable[[Store, EnvState], list[str]] | None:
-    """The pin step backup() runs, per the safeguard_keep_packages setting."""
+def pinner(settings: Settings, *, pkgs_dirs: list[Path] | None = None,
+           progress: Progress | None = None) -> Callable[[Store, EnvState], list[str]] | None:
+    """The pin step backup() runs, per the safeguard_keep_packages setting.
+
+    Packages a copy would have kept past the budget are named in a warning; packages with no
+    file in any cache are logged (`conda -v`) and show as "needs channel" in `list`.
+    """
     if settings.keep_packages == "never":
         return None
 
     def pin(store: Store, state: EnvState) -> list[str]:
-        pinned, _ = pin_records(store, state.packages, mode=settings.keep_packages,
-                                budget_bytes=settings.pin_budget_mb << 20)
-        return pinned
+        report = pin_records(store, state.packages, mode=settings.keep_packages,
+                             budget_bytes=settings.pin_budget_mb << 20, pkgs_dirs=pkgs_dirs,
+                             progress=progress)
+        over_budget = [n for n in report.not_kept if "pin budget" in n]
+        if over_budget:
+            log.warning("conda-safeguard: %d package files were not kept for offline restore: "
+                        "%s. Raise plugins.safeguard_pin_budget_mb or set "
+                        "safeguard_keep_packages: always.", len(over_budget),
+                        "; ".join(over_budget))
+        for line in report.not_kept:
+            if line not in over_budget:
+                log.info("not pinned: %s", line)
+        return report.pinned
 
     return pin
 
 
-def offline_restorable(store: Store, info: SnapshotInfo) -> bool:
-    """Every conda package of the snapshot is pinned in the store (so no channel is needed)."""
-    if len(set(info.pins)) < info.counts.get("conda", 0):
-        return False
-    directory = store.root / "packages"
-    return all((directory / f"{sha}.conda").exists() or (directory / f"{sha}.tar.bz2").exists()
-               for sha in info.pins)
+def offline_restorable(store: Store, info: SnapshotInfo,
+                       present: set[str] | None = None) -> bool:
+    """Every conda package of the snapshot has its file pinned in the store.
+
+    `present`: the names in packages/ (pass it when asking for many snapshots).
+    """
+    needed = set(info.pins)
+    if not needed or len(needed) < info.counts.get("conda", 0):
+        return info.counts.get("conda", 0) == 0
+    if present is None:
+        present = pinned_names(store)
+    return all(f"{sha}.conda" in present or f"{sha}.tar.bz2" in present for sha in needed)
+
+
+def pinned_names(store: Store) -> set[str]:
+    try:
+        return set(os.listdir(store.root / "packages"))
+    except FileNotFoundError:
+        return set()

@@ -55,7 +55,7 @@ class Runtime:
         require_env(prefix)  # before opening (and maybe creating) the store
         return backup(self.store(), prefix, env_name=self.locator.name_of(prefix), reason=reason,
                       argv=argv, configured_channels=self.configured_channels,
-                      pin=pinner(self.settings), force=force)
+                      pin=pinner(self.settings, progress=self.info), force=force)
 
     # -- output: data to stdout, everything else to stderr ------------------------------------
 

@@ -130,22 +130,39 @@ def _change_text(s: SnapshotInfo) -> str:
     return " ".join(parts) or "same packages"
 
 
-def _offline_text(rt: Runtime, s: SnapshotInfo) -> str:
-    from ..pins import offline_restorable
-
-    return "offline" if offline_restorable(rt.store(), s) else "needs channel"
+def _store_absent(rt: Runtime) -> bool:
+    """No store there yet. An unreadable one is not absent: opening it gives the clear error."""
+    try:
+        os.stat(rt.store_path / "config")
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def cmd_list(rt: Runtime, args: argparse.Namespace) -> int:
-    store = rt.store()
+    from ..exceptions import SnapshotNotFoundError
+    from ..pins import offline_restorable, pinned_names
+
+    if _store_absent(rt):  # listing never creates a store
+        if args.env:
+            raise SnapshotNotFoundError(args.env, " (nothing has been backed up yet)")
+        if rt.json:
+            rt.emit_json([])
+        else:
+            rt.info(f"No snapshots yet in {rt.store_path}. Run `conda-safeguard backup -n ENV`.")
+        return 0
+    store = rt.store(create=False)
     snapshots = store.snapshots()
     if args.env:
         wanted = store.resolve(args.env)  # raises a clear error for an unknown env
         snapshots = [s for s in snapshots if s.prefix == wanted.prefix]
+    present = pinned_names(store)  # one listing of packages/ for all snapshots
+    offline = {s.id: offline_restorable(store, s, present) for s in snapshots}
     if rt.json:
         rt.emit_json([{**s.to_dict(), "exists": os.path.isdir(s.prefix),
-                       "offline_restorable": _offline_text(rt, s) == "offline"}
-                      for s in snapshots])
+                       "offline_restorable": offline[s.id]} for s in snapshots])
         return 0
     if not snapshots:
         rt.info(f"No snapshots yet in {store.root}. Run `conda-safeguard backup -n ENV`.")
@@ -160,11 +177,12 @@ def cmd_list(rt: Runtime, args: argparse.Namespace) -> int:
             when = s.created[:19].replace("T", " ")
             rt.out(f"  {s.short_id}  @-{i:<3} {when}Z  {s.reason:<14.14} "
                    f"{s.counts.get('conda', 0):>4} conda {s.counts.get('pip', 0):>3} pip  "
-                   f"{_change_text(s):<16} {_offline_text(rt, s)}")
+                   f"{_change_text(s):<16} {'offline' if offline[s.id] else 'needs channel'}")
     return 0
 
 
-def render_snapshot(info: SnapshotInfo, state: EnvState, fmt: str) -> str:
+def render_snapshot(info: SnapshotInfo, state: EnvState, fmt: str, *,
+                    offline: bool | None = None) -> str:
     from ..render import environment_yml, explicit, pip_requirements
 
     if fmt == "yml":
@@ -181,7 +199,7 @@ def render_snapshot(info: SnapshotInfo, state: EnvState, fmt: str) -> str:
         return pip_requirements(state)
     import json
 
-    return json.dumps({"snapshot": info.to_dict(),
+    return json.dumps({"snapshot": info.to_dict(), "offline_restorable": offline,
                        "packages": [r.to_dict() for r in state.packages],
                        "pip": [d.to_dict() for d in state.pip],
                        "variables": state.variables, "requested": state.requested,
@@ -193,10 +211,13 @@ def cmd_show(rt: Runtime, args: argparse.Namespace) -> int:
 
     from ..exceptions import SafeguardError
     from ..fs import atomic_write
+    from ..pins import offline_restorable
 
     store = rt.store(create=False)
     info = store.resolve(args.snapshot)
-    text = render_snapshot(info, store.load_state(info), "json" if rt.json else args.format)
+    offline = offline_restorable(store, info)
+    text = render_snapshot(info, store.load_state(info), "json" if rt.json else args.format,
+                           offline=offline)
     if args.output:
         out = Path(args.output)
         if out.exists() and not args.force:
@@ -206,6 +227,9 @@ def cmd_show(rt: Runtime, args: argparse.Namespace) -> int:
         rt.info(f"wrote {out}")
     else:
         print(text, end="")
+    rt.info(f"snapshot {info.short_id} of {info.env_name} ({info.created[:19]}Z): "
+            + ("restorable offline, every package is pinned in the store" if offline else
+               "some packages are not pinned: restoring it needs their channel"))
     return 0
 
 

@@ -1,0 +1,242 @@
+"""Verbs that bring envs back: restore, undo, verify."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .common import (
+    add_confirm_options,
+    add_env_options,
+    add_output_options,
+    resolve_prefix,
+    verb_parser,
+)
+
+if TYPE_CHECKING:  # the verbs import what they use: registering them must stay cheap
+    from .runtime import Runtime
+    from ..guard import GuardOutcome
+    from ..restore import RestorePlan, RestoreResult
+    from ..snapshot import SnapshotInfo
+
+EXIT_NOTES = """
+exit status: 0 restored and verified byte-identical; 1 restored with differences (printed), or an
+error; 4 refused (a protected env was not replaced)."""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    summary = "Bring back an env from a snapshot, offline when possible."
+    p = verb_parser(sub, "restore", summary, f"""
+SNAPSHOT: an id prefix, ENV (its latest snapshot; envs that were removed too), ENV@-1, ENV@<id>.
+Without -n/-p the env comes back where it was. The plan is printed first: which packages, from
+where (pinned in the store, conda's package cache, a channel), and which tool builds the env.
+examples:
+  conda-safeguard restore myenv                 bring back a removed env by its old name
+  conda-safeguard restore myenv@-1 --dry-run    show the plan for the snapshot before the latest
+  conda-safeguard restore a1b2c3d4 -n myenv-copy  restore a snapshot under a new name
+  conda-safeguard restore myenv --offline --yes
+Replacing an existing env snapshots it first; a protected env needs its name typed (or
+CONDA_SAFEGUARD_ALLOW=<name>). The tool: CONDA_SAFEGUARD_INSTALLER=conda|mamba|micromamba|rattler.
+{EXIT_NOTES}""")
+    p.add_argument("snapshot", metavar="SNAPSHOT|ENV", help="what to restore")
+    add_env_options(p)
+    _add_restore_options(p)
+    p.set_defaults(func=cmd_restore)
+
+    p = verb_parser(sub, "undo", "Return an env to its state before its last change.", f"""
+Restores the newest snapshot whose state differs from the env as it is now (normally the one
+taken before the last install/update/remove). The current state is snapshotted first, so an undo
+can itself be undone. Works when those packages left the channel: they are pinned in the store.
+examples:
+  conda-safeguard undo -n myenv --dry-run
+  conda-safeguard undo -n myenv --yes
+{EXIT_NOTES}""")
+    add_env_options(p)
+    _add_restore_options(p)
+    p.set_defaults(func=cmd_undo)
+
+    p = verb_parser(sub, "verify", "Check an env file by file against its records or a snapshot.",
+                    """
+Every file conda linked is re-hashed against its package's recorded sha256; with SNAPSHOT the
+package set is compared too. Exit status 1 when anything differs.
+examples:
+  conda-safeguard verify -n myenv
+  conda-safeguard verify -n myenv myenv@-1""")
+    add_env_options(p)
+    p.add_argument("snapshot", nargs="?", help="also compare the package set with this snapshot")
+    add_output_options(p)
+    p.set_defaults(func=cmd_verify)
+
+
+def _add_restore_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--offline", action="store_true",
+                   help="never use the network: package files from the store and caches only")
+    p.add_argument("--solve", action="store_true",
+                   help="solve from the snapshot's environment.yml instead of using package files")
+    add_confirm_options(p)
+    add_output_options(p)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _target(rt: Runtime, args: argparse.Namespace, info: SnapshotInfo) -> Path:
+    if args.name or args.prefix:
+        return resolve_prefix(rt, args, must_exist=False)
+    return Path(info.prefix)
+
+
+def _plan(rt: Runtime, args: argparse.Namespace, info: SnapshotInfo, target: Path) -> RestorePlan:
+    from ..pins import find_pkgs_dirs
+    from ..restore import plan_restore
+
+    return plan_restore(rt.store(), info, target, offline=args.offline, solve=args.solve,
+                        pkgs_dirs=find_pkgs_dirs(rt.locator.condarc, rt.locator.root_prefix),
+                        progress=rt.info)
+
+
+def _confirm_replace(rt: Runtime, args: argparse.Namespace, plan: RestorePlan,
+                     why: str) -> GuardOutcome:
+    """Replacing an env is a destruction: snapshot it first; a protected env needs its typed
+    name (or CONDA_SAFEGUARD_ALLOW), any other needs --yes or a y at the terminal."""
+    from ..exceptions import RefusedError, SafeguardError
+    from ..guard import detect_interactive, enforce, make_target
+    from ..policy import Effect, Invocation
+
+    target = make_target(rt, plan.target, Effect.DESTROY, why)
+    interactive = detect_interactive() and not rt.json
+    if not target.protected and not args.yes:
+        if not interactive:
+            raise RefusedError(
+                f"Refusing to replace the env '{target.name}' ({target.prefix}) without "
+                f"confirmation: {'--json was given' if rt.json else 'there is no terminal'}. "
+                "Pass --yes to replace it (a snapshot of it is taken first).")
+        if not confirm_yn(f"Replace the env '{target.name}' ({target.prefix}) with snapshot "
+                          f"{plan.info.short_id}? A snapshot of it is taken first. [y/N] "):
+            raise RefusedError("Aborted: nothing was changed.")
+    inv = Invocation(tool="conda-safeguard", interactive=interactive, yes=args.yes, json=rt.json,
+                     dry_run=False)
+    outcome = enforce(rt, [target], inv, argv=list(sys.argv), reason=why)
+    if str(plan.target) not in outcome.snapshots:  # safeguard disabled: snapshot all the same
+        try:
+            outcome.snapshots[str(plan.target)] = rt.backup(
+                plan.target, reason=why, argv=list(sys.argv)).snapshot.id
+        except SafeguardError as e:
+            raise RefusedError(f"Refusing to replace '{target.name}': its snapshot failed ({e}). "
+                               "Nothing was changed.") from None
+    return outcome
+
+
+def confirm_yn(question: str) -> bool:
+    """Ask at the terminal; only 'y' or 'yes' agrees."""
+    try:
+        with open("/dev/tty", "r+", encoding="utf-8") as tty:
+            tty.write(question)
+            tty.flush()
+            answer = tty.readline()
+    except OSError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _show_plan(rt: Runtime, plan: RestorePlan) -> None:
+    if not rt.json:
+        for line in plan.describe():
+            rt.out(line)
+
+
+def _finish(rt: Runtime, args: argparse.Namespace, plan: RestorePlan, verb: str,
+            before: GuardOutcome | None) -> int:
+    if args.dry_run:
+        if rt.json:
+            rt.emit_json({"dry_run": True, "plan": plan.to_dict()})
+        else:
+            rt.out("dry run: nothing was changed")
+        return 1 if plan.problems else 0
+    from ..exceptions import SafeguardError
+    from ..restore import apply_restore
+
+    result = apply_restore(plan, store=rt.store(), progress=rt.info)
+    after = None
+    try:
+        after = rt.backup(plan.target, reason=verb, argv=list(sys.argv)).snapshot.id
+    except SafeguardError as e:
+        rt.info(f"conda-safeguard: warning: no snapshot of the restored env: {e}")
+    _report(rt, plan, result, before, after)
+    return 0 if result.ok else 1
+
+
+def _report(rt: Runtime, plan: RestorePlan, result: RestoreResult, before: GuardOutcome | None,
+            after: str | None) -> None:
+    taken = next(iter(before.snapshots.values()), None) if before else None
+    if rt.json:
+        rt.emit_json({"dry_run": False, "plan": plan.to_dict(), "result": result.to_dict(),
+                      "snapshot_before": taken, "snapshot_after": after})
+        return
+    rt.out(f"restored {plan.target} from snapshot {plan.info.short_id}: "
+           f"{result.report.verdict}")
+    rt.out(f"  checked {result.report.files_checked} files of {result.report.packages} packages"
+           + (f" ({result.report.files_unhashed} with no recorded hash)"
+              if result.report.files_unhashed else ""))
+    for line in result.report.details():
+        rt.out(f"  {line}")
+    if result.pip_note:  # no interpreter: one note lists every line
+        rt.out(f"  {result.pip_note}")
+    for s in result.pip:
+        if s.action == "skip" or (not s.done and not result.pip_note):
+            rt.out(f"  pip {s.dist.name} NOT reinstalled: {s.why or s.error} "
+                   f"({' '.join(s.args)})")
+    if taken:
+        rt.out(f"  the env it replaced is snapshot {taken[:10]}")
+    if after:
+        rt.out(f"  the restored env is snapshot {after[:10]}")
+
+
+def cmd_restore(rt: Runtime, args: argparse.Namespace) -> int:
+    store = rt.store(create=False)
+    info = store.resolve(args.snapshot)
+    plan = _plan(rt, args, info, _target(rt, args, info))
+    _show_plan(rt, plan)
+    before = None
+    if not args.dry_run and not plan.problems and plan.replaces:
+        before = _confirm_replace(rt, args, plan, f"replace it with snapshot {info.short_id}")
+    return _finish(rt, args, plan, "restore", before)
+
+
+def cmd_undo(rt: Runtime, args: argparse.Namespace) -> int:
+    from ..prefix import require_env
+    from ..restore import undo_snapshot
+    from ..snapshot import capture
+
+    prefix = require_env(resolve_prefix(rt, args))
+    store = rt.store(create=False)
+    current = capture(prefix)
+    info = undo_snapshot(store, prefix, current)
+    plan = _plan(rt, args, info, prefix)
+    _show_plan(rt, plan)
+    before = None
+    if not args.dry_run and not plan.problems:
+        before = _confirm_replace(rt, args, plan, f"undo: return it to snapshot {info.short_id}")
+    return _finish(rt, args, plan, "undo", before)
+
+
+def cmd_verify(rt: Runtime, args: argparse.Namespace) -> int:
+    from ..prefix import require_env
+    from ..verify import verify
+
+    prefix = require_env(resolve_prefix(rt, args))
+    state = None
+    if args.snapshot:
+        store = rt.store(create=False)
+        state = store.load_state(store.resolve(args.snapshot))
+    report = verify(prefix, state, progress=rt.info)
+    if rt.json:
+        rt.emit_json(report.to_dict())
+    else:
+        rt.out(f"{prefix}: {report.verdict} ({report.files_checked} files of {report.packages} "
+               "packages checked)")
+        for line in report.details():
+            rt.out(f"  {line}")
+    return 0 if report.identical else 1

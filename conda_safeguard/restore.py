@@ -1,0 +1,403 @@
+"""Restore: plan (what will be built, from which files, by which tool), then apply.
+
+`plan_restore` reads only: the snapshot, the store's pins, conda's package caches. `apply_restore`
+is the only code that builds an env. It builds next to the target and puts the result in place
+only when it is complete; on any failure the half-built env is removed and an env that was
+there is put back as it was. Then it reinstalls pip packages from their recorded sources and
+verifies the result file by file (verify.py).
+
+Order of preference: (a) offline, no solve: an explicit package list from package files on disk
+(pins in the store, conda's package caches); (b) a solve from the snapshot's environment.yml,
+with builds, or without them when the snapshot comes from another platform; (c) pip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .constants import FROZEN_MARK, PROTECT_MARK
+from .exceptions import SafeguardError
+from .installers import Installer, InstallJob, PackageFile, choose_installer, dist_name, fix_records
+from .pins import existing_pin, file_matches, find_pkgs_dirs, tarball_for, url_path
+from .pip_restore import PipStep, install_pip, pip_steps
+from .prefix import CondaRecord, is_env
+from .render import _dump_yaml, environment_dict, ordered_for_install
+from .snapshot import EnvState, SnapshotInfo, host_platform
+from .store import Store
+from .verify import VerifyReport, verify
+
+Progress = Callable[[str], None]
+WORKERS = min(4, (os.cpu_count() or 2) * 2)
+
+
+class RestoreError(SafeguardError):
+    """A restore that cannot be done as asked."""
+
+
+class TargetNotEnvError(RestoreError):
+    def __init__(self, target: Path) -> None:
+        super().__init__(
+            f"Refusing to restore into {target}: it exists and is not a conda environment (no "
+            "conda-meta/ folder), so it may hold someone's files. Nothing was changed. Choose "
+            "another place with -p PATH or -n NAME, or move that folder away first.")
+
+
+class RestoreRefusedError(RestoreError):
+    def __init__(self, info: SnapshotInfo, problems: list[str]) -> None:
+        super().__init__(
+            f"Refusing to restore snapshot {info.short_id} of '{info.env_name}': "
+            + " ".join(problems) + " Nothing was changed.")
+
+
+class RestoreFailedError(RestoreError):
+    def __init__(self, target: Path, step: str, error: BaseException, replaced: bool) -> None:
+        what = f"{type(error).__name__}: {error}" if not isinstance(error, SafeguardError) \
+            else str(error)
+        back = "the env that was there is as it was" if replaced else f"{target} was not created"
+        super().__init__(
+            f"Restore into {target} failed while {step} ({what}). The half-built env was "
+            f"removed and {back}; nothing else was changed. Fix the cause (disk space, "
+            "permissions) and run the restore again.")
+
+
+class NothingToUndoError(RestoreError):
+    def __init__(self, prefix: Path) -> None:
+        super().__init__(
+            f"Nothing to undo for {prefix}: every snapshot of it holds its current state. "
+            "`conda-safeguard list` shows its snapshots; `restore ENV@-N` picks an older one.")
+
+
+@dataclass
+class RestorePlan:
+    info: SnapshotInfo
+    state: EnvState
+    target: Path
+    replaces: bool  # an env is at the target: it is replaced (after a snapshot)
+    method: str  # "explicit", "solve" or "solve-no-builds"
+    installer: Installer | None
+    packages: list[PackageFile]
+    pip: list[PipStep]
+    offline: bool
+    pkgs_dirs: list[Path]
+    platform: str
+    notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def source_counts(self) -> dict[str, int]:
+        counts = {"pin": 0, "cache": 0, "extracted": 0, "channel": 0, "missing": 0}
+        for p in self.packages:
+            counts[p.kind] += 1
+        return counts
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "snapshot": self.info.id, "env": self.info.env_name, "target": str(self.target),
+            "replaces": self.replaces, "method": self.method, "offline": self.offline,
+            "installer": self.installer.name if self.installer else None,
+            "sources": self.source_counts(),
+            "packages": [{"name": p.record.name, "version": p.record.version,
+                          "build": p.record.build, "source": p.kind,
+                          "path": str(p.path) if p.path else None, "url": p.record.url}
+                         for p in self.packages],
+            "pip": [s.to_dict() for s in self.pip], "notes": self.notes,
+            "problems": self.problems,
+        }
+
+    def describe(self) -> list[str]:
+        info, c = self.info, self.source_counts()
+        method = {"explicit": "offline, no solve: an explicit list of package files",
+                  "solve": "solve from the snapshot's environment.yml (exact builds)",
+                  "solve-no-builds": "solve from environment.yml without build strings"}
+        where = "an env: it is replaced, after a snapshot of it" if self.replaces else \
+            "nothing there: it will be created"
+        out = [f"Restore snapshot {info.short_id} of '{info.env_name}' (taken "
+               f"{info.created[:19].replace('T', ' ')}Z, reason: {info.reason})",
+               f"  into:      {self.target} ({where})",
+               f"  method:    {method[self.method]}",
+               f"  installer: {self.installer.describe() if self.installer else 'none found'}",
+               f"  packages:  {len(self.packages)}: {c['pin']} pinned in the store, "
+               f"{c['cache'] + c['extracted']} from package caches, {c['channel']} from "
+               f"channels, {c['missing']} with no file here"]
+        for p in self.packages:
+            r = p.record
+            src = str(p.path) if p.path else (r.url if p.kind == "channel" else "-")
+            out.append(f"    {r.name:<24} {r.version:<12} {r.build:<18} {p.kind:<9} {src}")
+        if self.pip:
+            out.append(f"  pip:       {sum(s.action == 'install' for s in self.pip)} to reinstall "
+                       f"with {self.target}/bin/python -m pip install --no-deps")
+            for s in self.pip:
+                out.append(f"    {s.dist.name:<24} {' '.join(s.args)}"
+                           + (f"   SKIPPED: {s.why}" if s.action == "skip" else ""))
+        extras = _meta_summary(self.state)
+        if extras:
+            out.append(f"  also:      {extras}")
+        out += [f"  note: {n}" for n in self.notes]
+        out += [f"  PROBLEM: {p}" for p in self.problems]
+        return out
+
+
+def _meta_summary(state: EnvState) -> str:
+    parts = []
+    revisions = state.history.count("==> ")
+    if revisions:
+        parts.append(f"conda-meta/history ({revisions} revision{'s' if revisions > 1 else ''})")
+    if state.variables:
+        parts.append(f"{len(state.variables)} env vars (conda-meta/state)")
+    if state.frozen is not None:
+        parts.append("the CEP-22 frozen marker")
+    return ", ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# planning
+
+
+def check_target(target: Path) -> bool:
+    """True when an env is at `target`; raises when something else is."""
+    if is_env(target):
+        return True
+    if target.is_dir() and not any(target.iterdir()):
+        return False  # an empty folder: conda creates into it too
+    if os.path.lexists(target):
+        raise TargetNotEnvError(target)
+    return False
+
+
+def _extracted(record: CondaRecord, pkgs_dirs: list[Path]) -> Path | None:
+    """A package folder in a conda cache whose repodata_record.json names this exact package."""
+    for d in pkgs_dirs:
+        folder = d / dist_name(record.fn)
+        try:
+            rr = json.loads((folder / "info" / "repodata_record.json").read_bytes())
+        except (OSError, ValueError):
+            continue
+        same = rr.get("sha256") == record.sha256 if rr.get("sha256") and record.sha256 \
+            else bool(record.md5) and rr.get("md5") == record.md5
+        if same and rr.get("url") == record.url and (folder / "info" / "paths.json").is_file():
+            return folder
+    return None
+
+
+def locate(store: Store, record: CondaRecord, pkgs_dirs: list[Path],
+           offline: bool) -> tuple[PackageFile, str | None]:
+    """Where the bytes of `record` can come from, and a problem (a damaged pin) if any.
+
+    A package already extracted in a conda cache first (conda links from those itself; no
+    unpacking), then our pin, then a tarball in a cache or a file:// channel, then a download.
+    """
+    folder = _extracted(record, pkgs_dirs)
+    if folder is not None:
+        return PackageFile(record, "extracted", folder), None
+    problem = None
+    pin = existing_pin(store, record)
+    if pin is not None:
+        if file_matches(pin, record):
+            return PackageFile(record, "pin", pin), None
+        problem = (f"The pinned package file of {record.dist_str} ({pin}) is damaged: its "
+                   f"sha256 is not {record.sha256[:16]}…. Run `conda-safeguard check`; restore "
+                   "with --solve to solve from environment.yml instead (needs its channel).")
+    found = tarball_for(record, pkgs_dirs)
+    if found is not None:
+        return PackageFile(record, "cache", found), problem
+    if record.url and url_path(record.url) is None and not offline:
+        return PackageFile(record, "channel"), problem
+    return PackageFile(record, "missing"), problem
+
+
+def plan_restore(store: Store, info: SnapshotInfo, target: Path, *, offline: bool = False,
+                 solve: bool = False, pkgs_dirs: list[Path] | None = None,
+                 installer: Installer | None | str = "auto", state: EnvState | None = None,
+                 host: str | None = None, progress: Progress | None = None) -> RestorePlan:
+    """What restoring `info` into `target` would do. Changes nothing."""
+    target = Path(os.path.abspath(target))
+    replaces = check_target(target)
+    state = store.load_state(info) if state is None else state
+    host = host or host_platform()
+    dirs = find_pkgs_dirs() if pkgs_dirs is None else pkgs_dirs
+    tool = choose_installer() if installer == "auto" else installer
+    assert not isinstance(tool, str)
+    if progress is not None:
+        progress(f"checking the package files of {len(state.packages)} packages")
+    packages, damaged, notes = [], [], []
+    records = ordered_for_install(state)
+    with ThreadPoolExecutor(WORKERS) as pool:  # hashing pins: I/O, the GIL is released
+        located = list(pool.map(lambda r: locate(store, r, dirs, offline), records))
+    for record, (found, problem) in zip(records, located, strict=True):
+        if problem and found.kind in ("cache", "extracted"):
+            notes.append(f"the pinned file of {record.dist_str} is damaged; using {found.path} "
+                         "instead (run `conda-safeguard check`)")
+        elif problem:
+            found = PackageFile(record, "missing")
+            damaged.append(problem)
+        packages.append(found)
+    plan = RestorePlan(info=info, state=state, target=target, replaces=replaces,
+                       method="explicit", installer=tool, packages=packages,
+                       pip=pip_steps(state, offline), offline=offline, pkgs_dirs=dirs,
+                       platform=host, notes=notes)
+    foreign = sorted({r.subdir for r in state.packages if r.subdir not in ("", "noarch", host)})
+    missing = [p.record.dist_str for p in packages if p.kind == "missing"]
+    if solve:
+        plan.method = "solve"
+        plan.notes.append("solving from environment.yml, as asked (--solve)")
+    elif foreign:
+        plan.method = "solve-no-builds"
+        plan.notes.append(
+            f"the snapshot was taken on {state.platform} ({', '.join(foreign)} packages) and "
+            f"this machine is {host}: those package files cannot be installed here, so the env "
+            "is solved again from environment.yml with the same versions but no build strings "
+            "(--no-builds). Builds and files will differ from the snapshot.")
+    elif damaged:
+        plan.problems += damaged
+    elif missing:
+        plan.method = "solve"
+        why = " and --offline forbids downloads" if offline else ""
+        plan.notes.append(f"{len(missing)} packages have no package file here{why} "
+                          f"({', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}): "
+                          "solving from environment.yml with exact builds instead.")
+    if tool is None:
+        plan.problems.append("No installer was found: install conda, mamba, micromamba or "
+                             "py-rattler (pip install py-rattler), or set CONDA_EXE.")
+    elif plan.method != "explicit":
+        if not tool.can_solve:
+            plan.problems.append(f"{tool.name} cannot solve; install conda to restore this.")
+        if not info.channels:
+            plan.problems.append("the snapshot names no channel to solve from.")
+    if not plan.pip:
+        return plan
+    if any(s.action == "skip" for s in plan.pip):
+        plan.notes.append("some pip packages cannot be reinstalled; they are listed above")
+    return plan
+
+
+# ---------------------------------------------------------------------------------------------
+# applying
+
+
+@dataclass
+class RestoreResult:
+    plan: RestorePlan
+    report: VerifyReport
+    pip: list[PipStep]
+    pip_note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.report.identical and all(s.done for s in self.pip)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": str(self.plan.target), "verdict": self.report.verdict,
+                "verify": self.report.to_dict(), "pip": [s.to_dict() for s in self.pip],
+                "pip_note": self.pip_note, "ok": self.ok}
+
+
+def write_conda_meta(prefix: Path, state: EnvState, old_prefix: Path | None = None) -> None:
+    """What conda keeps outside package records and loses with the env: history, env vars
+    (conda-meta/state, written as conda writes it), the CEP-22 frozen marker; and our protect
+    mark, carried over from the env being replaced."""
+    meta = prefix / "conda-meta"
+    if state.history:
+        (meta / "history").write_text(state.history, encoding="utf-8")
+    if state.variables:
+        (meta / "state").write_text(json.dumps({"env_vars": state.variables},
+                                               ensure_ascii=False, indent=2), encoding="utf-8")
+    if state.frozen is not None:
+        text = json.dumps({"message": state.frozen}) if state.frozen else ""
+        (prefix / FROZEN_MARK).write_text(text, encoding="utf-8")
+    if old_prefix is not None and (old_prefix / PROTECT_MARK).is_file():
+        shutil.copy2(old_prefix / PROTECT_MARK, prefix / PROTECT_MARK)
+
+
+def _install(plan: RestorePlan, job: InstallJob) -> None:
+    assert plan.installer is not None
+    if plan.method == "explicit":
+        plan.installer.install_explicit(job)
+        fix_records(job.build_prefix, plan.state.package_map())
+        return
+    no_builds = plan.method == "solve-no-builds"
+    data = environment_dict(plan.info, EnvState(**{**plan.state.__dict__, "pip": []}),
+                            "no-builds" if no_builds else "full")
+    data.pop("prefix", None)
+    yml = job.staging / "environment.yml"
+    yml.write_text(_dump_yaml(data), encoding="utf-8")
+    specs = [f"{r.name}={r.version}" + ("" if no_builds else f"={r.build}")
+             for r in plan.state.packages if r.is_exported]
+    plan.installer.install_solved(job, yml, specs, list(plan.info.channels))
+
+
+def apply_restore(plan: RestorePlan, *, store: Store,
+                  progress: Progress | None = None) -> RestoreResult:
+    """Build the env the plan describes, put it in place, reinstall pip packages, verify."""
+    if plan.problems or plan.installer is None:
+        raise RestoreRefusedError(plan.info, plan.problems)
+    say = progress or (lambda _: None)
+    target, tool = plan.target, plan.installer
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.safeguard-restore-",
+                                    dir=target.parent))
+    aside: Path | None = None
+    cleared = False  # the target holds what we build (an env there was moved aside)
+    was_empty_dir = not plan.replaces and target.is_dir()
+    build = target if tool.in_place else staging / "prefix"
+    step = "preparing"
+    try:
+        if tool.in_place:
+            aside, cleared = _clear_target(plan, target), True
+        step = f"installing {len(plan.packages)} packages with {tool.name}"
+        say(f"{step} ({plan.method})")
+        job = InstallJob(build, target, plan.packages, staging, plan.pkgs_dirs, plan.offline,
+                         plan.platform)
+        with store.shared_lock():  # prune must not take pins away while we read them
+            _install(plan, job)
+        step = "restoring conda-meta (history, env vars, frozen marker)"
+        say(step)
+        write_conda_meta(build, plan.state, aside or (target if plan.replaces else None))
+        if not tool.in_place:
+            step = f"moving the new env into place at {target}"
+            say(step)
+            aside, cleared = _clear_target(plan, target), True
+            os.rename(build, target)
+    except BaseException as e:
+        if cleared and os.path.lexists(target):
+            shutil.rmtree(target, ignore_errors=True)  # half-built: ours
+        if aside is not None and not os.path.lexists(target):
+            os.rename(aside, target)
+        if was_empty_dir and not os.path.lexists(target):
+            target.mkdir()
+        shutil.rmtree(staging, ignore_errors=True)
+        if not isinstance(e, Exception):
+            raise
+        raise RestoreFailedError(target, step, e, replaced=plan.replaces) from e
+    shutil.rmtree(staging, ignore_errors=True)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+    pip_note = install_pip(target, plan.pip, offline=plan.offline, progress=say)
+    say(f"verifying {target} against snapshot {plan.info.short_id}")
+    report = verify(target, plan.state)
+    return RestoreResult(plan, report, plan.pip, pip_note)
+
+
+def _clear_target(plan: RestorePlan, target: Path) -> Path | None:
+    """Make room at `target`: move an env there aside (returned) or drop an empty folder."""
+    if plan.replaces:
+        aside = target.with_name(f".{target.name}.safeguard-old-{os.getpid()}")
+        os.rename(target, aside)
+        return aside
+    if target.is_dir():
+        target.rmdir()
+    return None
+
+
+def undo_snapshot(store: Store, prefix: Path, current: EnvState) -> SnapshotInfo:
+    """The newest snapshot of `prefix` whose state differs from `current`."""
+    for s in store.snapshots_of(prefix):
+        if s.fingerprint != current.fingerprint:
+            return s
+    raise NothingToUndoError(prefix)

@@ -1,0 +1,177 @@
+"""Is an env exactly what a snapshot says? Package set and every file's bytes.
+
+The package set is compared by name, version, build and hash (sha256 where both sides have
+one, else md5). Every file conda linked is re-hashed against its package's `paths_data` in the
+env's own conda-meta record: `sha256_in_prefix` where conda wrote one (files whose prefix
+placeholder was replaced), else the package's `sha256`. Softlinks and directories carry no
+content of their own and are skipped; so are entries with no hash recorded (counted).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .prefix import CondaRecord, read_pip_dists, read_records, record_files, require_env
+from .snapshot import EnvState
+
+_SKIPPED_TYPES = ("softlink", "directory", "linked_package_record")
+_SMALL = 1 << 20
+
+
+@dataclass
+class VerifyReport:
+    prefix: str
+    packages: int = 0
+    files_checked: int = 0
+    files_unhashed: int = 0  # paths_data entries with no hash to check against
+    missing: list[str] = field(default_factory=list)  # packages the snapshot has, the env not
+    extra: list[str] = field(default_factory=list)  # packages the env has, the snapshot not
+    changed: list[str] = field(default_factory=list)  # same name, other version/build/hash
+    bad_files: list[str] = field(default_factory=list)  # "pkg: path: why"
+    pip_missing: list[str] = field(default_factory=list)
+    pip_extra: list[str] = field(default_factory=list)
+
+    @property
+    def conda_identical(self) -> bool:
+        return not (self.missing or self.extra or self.changed or self.bad_files)
+
+    @property
+    def identical(self) -> bool:
+        return self.conda_identical and not (self.pip_missing or self.pip_extra)
+
+    @property
+    def verdict(self) -> str:
+        if self.identical:
+            return "byte-identical"
+        parts = []
+        for label, items in (("missing packages", self.missing), ("extra packages", self.extra),
+                             ("changed packages", self.changed), ("files differ", self.bad_files),
+                             ("pip packages missing", self.pip_missing),
+                             ("pip packages extra", self.pip_extra)):
+            if items:
+                parts.append(f"{len(items)} {label}")
+        return "differs: " + ", ".join(parts)
+
+    def details(self, limit: int = 20) -> list[str]:
+        out = [f"- {m} (missing)" for m in self.missing] + [f"+ {e} (extra)" for e in self.extra]
+        out += [f"~ {c}" for c in self.changed]
+        out += [f"! {b}" for b in self.bad_files[:limit]]
+        if len(self.bad_files) > limit:
+            out.append(f"! … and {len(self.bad_files) - limit} more files")
+        out += [f"- pip {p} (missing)" for p in self.pip_missing]
+        out += [f"+ pip {p} (extra)" for p in self.pip_extra]
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"verdict": self.verdict, "identical": self.identical,
+                "conda_identical": self.conda_identical, **self.__dict__}
+
+
+def _hash_of(r: CondaRecord) -> str:
+    return r.sha256 or r.md5
+
+
+def same_package(a: CondaRecord, b: CondaRecord) -> bool:
+    if (a.name, a.version, a.build) != (b.name, b.version, b.build):
+        return False
+    if a.sha256 and b.sha256:
+        return a.sha256 == b.sha256
+    if a.md5 and b.md5:
+        return a.md5 == b.md5
+    return False  # no common hash: identity cannot be shown
+
+
+def _describe(r: CondaRecord) -> str:
+    h = (_hash_of(r) or "no hash")[:12]
+    return f"{r.name} {r.version} {r.build} ({h})"
+
+
+def _sha256(path: str, size: int | None) -> str:
+    if size is not None and size <= _SMALL:  # most files: one read, no buffering layer
+        with open(path, "rb", buffering=0) as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_files(prefix: Path, name: str, record: dict[str, Any], report: VerifyReport) -> None:
+    """Re-hash the files of one conda-meta record against its paths_data."""
+    paths = (record.get("paths_data") or {}).get("paths")
+    if paths is None:  # very old records: only `files`, nothing to hash against
+        report.files_unhashed += len(record.get("files") or ())
+        return
+    for entry in paths:
+        rel = entry.get("_path")
+        kind = entry.get("path_type", "hardlink")
+        if not rel or kind in _SKIPPED_TYPES:
+            continue
+        full = os.path.join(prefix, rel)
+        expected = entry.get("sha256_in_prefix") or entry.get("sha256")
+        if not expected:
+            if not os.path.lexists(full) and kind != "pyc_file":
+                report.bad_files.append(f"{name}: {rel}: missing")
+            report.files_unhashed += 1
+            continue
+        try:  # (a hardlink-type file conda softlinked is read through its link)
+            actual = _sha256(full, entry.get("size_in_bytes"))
+        except FileNotFoundError:
+            report.bad_files.append(f"{name}: {rel}: missing")
+            continue
+        except OSError as e:
+            report.bad_files.append(f"{name}: {rel}: unreadable ({e.strerror})")
+            continue
+        report.files_checked += 1
+        if actual != expected:
+            report.bad_files.append(f"{name}: {rel}: sha256 differs")
+
+
+def verify(prefix: Path, expected: EnvState | None = None, *,
+           progress: Callable[[str], None] | None = None) -> VerifyReport:
+    """Check the env at `prefix`: its files against its own records and, with `expected`, its
+    package set (conda and pip) against a snapshot's. Reads only."""
+    prefix = Path(os.path.abspath(prefix))
+    require_env(prefix)
+    report = VerifyReport(prefix=str(prefix))
+    installed = {r.name: r for r in read_records(prefix)}
+    report.packages = len(installed)
+    if expected is not None:
+        wanted = expected.package_map()
+        for name in sorted(set(wanted) | set(installed)):
+            a, b = wanted.get(name), installed.get(name)
+            if b is None and a is not None:
+                report.missing.append(_describe(a))
+            elif a is None and b is not None:
+                report.extra.append(_describe(b))
+            elif a is not None and b is not None and not same_package(a, b):
+                report.changed.append(f"{name}: snapshot {_describe(a)}, env {_describe(b)}")
+        have_pip = {(d.name, d.version) for d in read_pip_dists(prefix, list(installed.values()))}
+        want_pip = {(d.name, d.version) for d in expected.pip}
+        report.pip_missing = [f"{n}=={v}" for n, v in sorted(want_pip - have_pip)]
+        report.pip_extra = [f"{n}=={v}" for n, v in sorted(have_pip - want_pip)]
+    if progress is not None:
+        progress(f"verifying the files of {len(installed)} packages in {prefix}")
+    def one(path: str) -> VerifyReport:
+        part = VerifyReport(prefix=str(prefix))
+        with open(path, "rb") as f:
+            data = json.loads(f.read())
+        if isinstance(data, dict) and data.get("name") in installed:
+            check_files(prefix, str(data["name"]), data, part)
+        return part
+
+    paths = sorted(e.path for e in record_files(prefix))
+    with ThreadPoolExecutor(min(4, (os.cpu_count() or 2) * 2)) as pool:  # I/O bound
+        for part in pool.map(one, paths):
+            report.files_checked += part.files_checked
+            report.files_unhashed += part.files_unhashed
+            report.bad_files += part.bad_files
+    return report

@@ -1,0 +1,106 @@
+"""restore and undo with real conda as the installer: `conda list --explicit --md5` comes back
+identical, also after `conda clean --all` and after the packages left the channel."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from factory import LocalChannel, make_conda_package_cache
+from restoring_helpers import channel_records, copy_channel
+
+
+@pytest.fixture
+def own_channel(channel: LocalChannel, tmp_path: Path) -> LocalChannel:
+    return copy_channel(channel, tmp_path)
+
+
+@pytest.fixture
+def setup(run_conda, conda_exe, conda_condarc, conda_root: Path, own_channel: LocalChannel,
+          tmp_path: Path):
+    """(conda, safeguard, channel args): conda and our CLI share the condarc, the package
+    cache (pkgs_dirs, made by the factory) and the store; our CLI installs with this conda."""
+    make_conda_package_cache(tmp_path / "conda-pkgs", own_channel, channel_records(own_channel))
+    if len(conda_exe) == 1:
+        exe = conda_exe[0]
+    else:  # conda importable: a wrapper script CONDA_EXE can name
+        exe = str(tmp_path / "conda-wrapper")
+        Path(exe).write_text(f"#!/bin/sh\nexec {' '.join(conda_exe)} \"$@\"\n")
+        os.chmod(exe, 0o755)
+    env = {**os.environ, "CONDARC": str(conda_condarc), "CONDA_EXE": exe,
+           "CONDA_SAFEGUARD_INSTALLER": "conda", "CONDA_SAFEGUARD_ROOT": str(conda_root)}
+
+    def safeguard(*args: str | os.PathLike[str], allow: str | None = None,
+                  ) -> subprocess.CompletedProcess[str]:
+        extra = {"CONDA_SAFEGUARD_ALLOW": allow} if allow else {}
+        return subprocess.run([sys.executable, "-m", "conda_safeguard", *map(os.fspath, args)],
+                              env={**env, **extra}, capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, cwd=tmp_path)
+
+    def conda(*args: str | os.PathLike[str], allow: str | None = None):
+        return run_conda(*args, env={"CONDA_SAFEGUARD_ALLOW": allow} if allow else None)
+
+    channel_args = ["--offline", "--override-channels", "-c", own_channel.url]
+    return conda, safeguard, channel_args
+
+
+def explicit(conda: Callable[..., subprocess.CompletedProcess[str]], prefix: Path) -> str:
+    return conda("list", "--explicit", "--md5", "-p", prefix).stdout
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def test_remove_then_restore_is_identical_even_after_conda_clean(
+        setup, conda_root: Path, own_channel: LocalChannel) -> None:
+    conda, safeguard, channel_args = setup
+    prefix = conda_root / "envs" / "work"
+    conda("create", "-p", prefix, *channel_args, "python", "liba=1.0", "libb", "tool", "-y")
+    conda("env", "config", "vars", "set", "-p", prefix, "FOO=bar")
+    before = explicit(conda, prefix)
+    revisions = conda("list", "--revisions", "-p", prefix).stdout
+    ok(safeguard("backup", "-p", prefix))
+
+    conda("remove", "-p", prefix, "--all", "-y", allow="work")
+    assert not (prefix / "conda-meta").exists()
+    proc = ok(safeguard("restore", "work", "--yes", "--offline"))
+    assert "byte-identical" in proc.stdout and "installer: conda" in proc.stdout
+    assert explicit(conda, prefix) == before
+    assert conda("list", "--revisions", "-p", prefix).stdout == revisions
+
+    # again, after `conda clean --all` and with the packages gone from the channel
+    conda("remove", "-p", prefix, "--all", "-y", allow="work")
+    conda("clean", "--all", "-y")
+    shutil.rmtree(own_channel.path)
+    proc = ok(safeguard("restore", "work", "--yes", "--offline"))
+    assert "byte-identical" in proc.stdout and " 4 pinned in the store" in proc.stdout
+    assert explicit(conda, prefix) == before
+    assert "FOO" in conda("env", "config", "vars", "list", "-p", prefix).stdout
+
+
+def test_undo_after_an_update_whose_version_left_the_channel(
+        setup, conda_root: Path, own_channel: LocalChannel) -> None:
+    conda, safeguard, channel_args = setup
+    prefix = conda_root / "envs" / "upd"
+    conda("create", "-p", prefix, *channel_args, "python", "liba=1.0", "libb", "-y")
+    v1 = explicit(conda, prefix)
+    ok(safeguard("backup", "-p", prefix))
+    conda("install", "-p", prefix, *channel_args, "liba=2.0", "-y")
+    v2 = explicit(conda, prefix)
+    assert v2 != v1 and "liba-2.0-0" in v2
+    own_channel.remove("liba", "2.0")
+    conda("clean", "--all", "-y")
+
+    ok(safeguard("undo", "-p", prefix, "--yes", allow="upd"))
+    assert explicit(conda, prefix) == v1
+    # the undo snapshotted 2.0 first: undoing the undo brings back a version no channel has
+    proc = ok(safeguard("undo", "-p", prefix, "--yes", "--offline", allow="upd"))
+    assert "byte-identical" in proc.stdout
+    assert explicit(conda, prefix) == v2
