@@ -22,9 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from factory import LocalChannel, install_env, write_condarc  # noqa: E402
+from tests.factory import LocalChannel, install_env, write_condarc  # noqa: E402
 
 # Runs conda's CLI; with "hide" as first argument our distribution is invisible to conda.
 RUNNER = """

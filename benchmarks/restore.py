@@ -31,9 +31,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
-from factory import big_channel, install_env, make_conda_package_cache, write_condarc  # noqa: E402
+from tests.factory import big_channel, install_env, make_conda_package_cache, write_condarc  # noqa: E402
 
 
 def timed(fn: Callable[[], None]) -> float:

@@ -33,19 +33,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent))
 
-from factory import (  # noqa: E402
+from conda_safeguard.backup import backup  # noqa: E402
+from conda_safeguard.prefix import RACY_NS  # noqa: E402
+from conda_safeguard.store import Store  # noqa: E402
+from tests.factory import (  # noqa: E402
     PYTHON_SITE_PACKAGES,
     add_pip_packages,
     big_channel,
     install_env,
     write_condarc,
 )
-
-from conda_safeguard.backup import backup  # noqa: E402
-from conda_safeguard.prefix import RACY_NS  # noqa: E402
-from conda_safeguard.store import Store  # noqa: E402
 
 
 def timed(fn: Callable[[], object]) -> float:

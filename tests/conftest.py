@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -11,9 +10,7 @@ from typing import Any
 import platformdirs
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from factory import (  # noqa: E402
+from tests.factory import (
     PYTHON_SITE_PACKAGES,
     LocalChannel,
     add_pip_packages,

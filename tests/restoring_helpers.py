@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from factory import LocalChannel, install_env, make_conda_package_cache, write_condarc
 
 from conda_safeguard.__main__ import main
+from tests.factory import LocalChannel, install_env, make_conda_package_cache, write_condarc
 
 
 def channel_records(channel: LocalChannel) -> list[dict]:
@@ -39,7 +39,7 @@ def tree_hashes(prefix: Path, *, skip_meta_json: bool = True) -> dict[str, str]:
 
 
 def package_set(prefix: Path) -> dict[str, tuple[str, str, str]]:
-    from factory import read_prefix_records
+    from tests.factory import read_prefix_records
 
     return {n: (r["version"], r["build"], r.get("sha256") or r["md5"])
             for n, r in read_prefix_records(prefix).items()}

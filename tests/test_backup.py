@@ -8,8 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-from factory import add_pip_package, install_env, set_env_vars
-from test_store import tree
 
 import conda_safeguard.backup as backup_mod
 import conda_safeguard.snapshot as snapshot_mod
@@ -22,6 +20,8 @@ from conda_safeguard.exceptions import (
 )
 from conda_safeguard.snapshot import capture
 from conda_safeguard.store import Store
+from tests.factory import add_pip_package, install_env, set_env_vars
+from tests.test_store import tree
 
 
 @pytest.fixture

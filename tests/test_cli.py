@@ -11,13 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from factory import add_pip_package, install_env, set_env_vars
-from test_store import tree
 
 from conda_safeguard.__main__ import main
 from conda_safeguard.cli import build_parser
 from conda_safeguard.snapshot import capture, new_info
 from conda_safeguard.store import Store, default_store_path
+from tests.factory import add_pip_package, install_env, set_env_vars
+from tests.test_store import tree
 
 
 @pytest.fixture(autouse=True)

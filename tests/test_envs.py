@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 
 import pytest
-from factory import install_env, write_condarc
 
 from conda_safeguard.__main__ import main
 from conda_safeguard.envs import EnvLocator, find_root_prefix
 from conda_safeguard.exceptions import EnvNotFoundError, UsageError
+from tests.factory import install_env, write_condarc
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ import stat
 from pathlib import Path
 
 import pytest
-from factory import (
+
+from tests.factory import (
     LocalChannel,
     add_pip_package,
     build_package,

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-from factory import read_prefix_records
 
 from conda_safeguard.__main__ import main
 from conda_safeguard.cli.runtime import Runtime
@@ -16,6 +15,7 @@ from conda_safeguard.envs import EnvLocator
 from conda_safeguard.exceptions import RefusedError
 from conda_safeguard.guard import enforce, make_target, protection, read_mark, write_mark
 from conda_safeguard.policy import Action, Effect, Invocation
+from tests.factory import read_prefix_records
 
 
 @pytest.fixture

@@ -9,14 +9,14 @@ import os
 from pathlib import Path
 
 import pytest
-from factory import install_env
-from restoring_helpers import World, empty_cache, make_world
 
 from conda_safeguard import pins
 from conda_safeguard.condarc import Settings
 from conda_safeguard.prefix import read_records
 from conda_safeguard.snapshot import capture
 from conda_safeguard.store import Store
+from tests.factory import install_env
+from tests.restoring_helpers import World, empty_cache, make_world
 
 
 @pytest.fixture

@@ -7,14 +7,6 @@ import logging
 from pathlib import Path
 
 import pytest
-from factory import (
-    PYTHON_SITE_PACKAGES,
-    LocalChannel,
-    add_pip_package,
-    install_env,
-    read_prefix_records,
-    set_env_vars,
-)
 
 from conda_safeguard.exceptions import CorruptEnvError, EnvNotFoundError, NotAnEnvError
 from conda_safeguard.prefix import (
@@ -28,6 +20,14 @@ from conda_safeguard.prefix import (
     requested_specs,
     require_env,
     spec_name,
+)
+from tests.factory import (
+    PYTHON_SITE_PACKAGES,
+    LocalChannel,
+    add_pip_package,
+    install_env,
+    read_prefix_records,
+    set_env_vars,
 )
 
 SP = PYTHON_SITE_PACKAGES

@@ -9,12 +9,12 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 import yaml
-from factory import add_pip_package, read_prefix_records, set_env_vars
 
 from conda_safeguard.__main__ import main
 from conda_safeguard.prefix import read_records
 from conda_safeguard.render import _strip_auth, environment_yml, explicit, pip_requirements
 from conda_safeguard.snapshot import capture, new_info
+from tests.factory import add_pip_package, read_prefix_records, set_env_vars
 
 VCS = {"url": "https://github.com/x/gitpkg.git", "vcs_info": {"vcs": "git", "commit_id": "c" * 40}}
 
@@ -167,7 +167,7 @@ def test_strip_auth(url: str, expected: str) -> None:
 
 
 def test_explicit_from_channel_under_a_t_folder(tmp_path, pkg_cache) -> None:
-    from factory import LocalChannel, install_env
+    from tests.factory import LocalChannel, install_env
 
     ch = LocalChannel(tmp_path / "t" / "mychannel")
     ch.add("only", "1.0")

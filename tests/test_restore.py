@@ -9,18 +9,18 @@ import shutil
 from pathlib import Path
 
 import pytest
-from factory import install_env, set_env_vars
-from restoring_helpers import (
+
+from conda_safeguard import installers, pip_restore
+from conda_safeguard.snapshot import new_info
+from conda_safeguard.store import Store
+from tests.factory import install_env, set_env_vars
+from tests.restoring_helpers import (
     World,
     empty_cache,
     make_world,
     package_set,
     tree_hashes,
 )
-
-from conda_safeguard import installers, pip_restore
-from conda_safeguard.snapshot import new_info
-from conda_safeguard.store import Store
 
 
 @pytest.fixture
@@ -257,7 +257,7 @@ def test_unprotected_env_needs_yes_without_a_terminal(world: World) -> None:
 
 def test_pip_packages_without_an_interpreter_are_reported(world: World) -> None:
     prefix = world.env("py", ["python", "liba=1.0"])
-    from factory import add_pip_packages
+    from tests.factory import add_pip_packages
 
     src = prefix.parent / "src-gone"
     add_pip_packages(prefix, [{"name": "plainpkg", "version": "1.5"},
@@ -276,7 +276,7 @@ def test_pip_packages_without_an_interpreter_are_reported(world: World) -> None:
 def test_pip_packages_are_reinstalled_from_their_recorded_sources(
         world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     prefix = world.env("pip2", ["python", "liba=1.0"])
-    from factory import add_pip_packages
+    from tests.factory import add_pip_packages
 
     commit = "0123456789abcdef0123456789abcdef01234567"
     vcs = {"url": "https://example.org/x/gitpkg.git",

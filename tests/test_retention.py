@@ -6,14 +6,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from factory import set_env_vars
-from test_store import tree
 
 from conda_safeguard.backup import backup
 from conda_safeguard.exceptions import StoreError
 from conda_safeguard.retention import RetentionPolicy, prune, select_kept
 from conda_safeguard.snapshot import SnapshotInfo
 from conda_safeguard.store import Store
+from tests.factory import set_env_vars
+from tests.test_store import tree
 
 
 def _snap(created: str, id_: str | None = None) -> SnapshotInfo:

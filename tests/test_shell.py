@@ -675,7 +675,7 @@ def test_env_file_names_the_target(rt: Runtime, make_env: Callable[..., Path],
 
 def test_install_revision(rt: Runtime, make_env: Callable[..., Path], channel: object,
                           pkg_cache: Path) -> None:
-    from factory import install_env
+    from tests.factory import install_env
 
     prefix = make_env("work", ["python", "liba=1.0"])  # revision 0
     install_env(prefix, channel, ["libc"], cache_dir=pkg_cache)  # revision 1 adds libc
@@ -691,7 +691,7 @@ def test_install_revision(rt: Runtime, make_env: Callable[..., Path], channel: o
 
 def test_micromamba_root_prefix(rt: Runtime, make_env: Callable[..., Path],
                                 tmp_path: Path, channel: object, pkg_cache: Path) -> None:
-    from factory import install_env
+    from tests.factory import install_env
 
     make_env("work")  # in the conda root: micromamba with another root does not see it
     mm_root = tmp_path / "mm root"
@@ -718,7 +718,7 @@ def test_refusals(rt: Runtime, make_env: Callable[..., Path], argv: list[str],
 
 def test_invocation_reads_the_tools_environment(conda_root: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from factory import write_condarc
+    from tests.factory import write_condarc
 
     monkeypatch.setenv("CONDA_SAFEGUARD_ROOT", str(conda_root))
     rt = Runtime.from_system()

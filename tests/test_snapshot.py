@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from factory import add_pip_package, install_env, set_env_vars
 
 from conda_safeguard.snapshot import (
     SnapshotInfo,
@@ -16,6 +15,7 @@ from conda_safeguard.snapshot import (
     host_platform,
     new_info,
 )
+from tests.factory import add_pip_package, install_env, set_env_vars
 
 
 def test_capture_reads_everything(make_env, channel) -> None:

@@ -16,7 +16,6 @@ import zlib
 from pathlib import Path
 
 import pytest
-from factory import set_env_vars
 
 import conda_safeguard.fs as fs
 from conda_safeguard.backup import backup
@@ -30,6 +29,7 @@ from conda_safeguard.exceptions import (
 )
 from conda_safeguard.snapshot import SnapshotInfo
 from conda_safeguard.store import Store, default_store_path
+from tests.factory import set_env_vars
 
 
 def tree(root: Path) -> dict[str, str]:

@@ -16,10 +16,10 @@ from .common import (
 )
 
 if TYPE_CHECKING:  # the verbs import what they use: registering them must stay cheap
-    from .runtime import Runtime
     from ..guard import GuardOutcome
     from ..restore import RestorePlan, RestoreResult
     from ..snapshot import SnapshotInfo
+    from .runtime import Runtime
 
 EXIT_NOTES = """
 exit status: 0 restored and verified byte-identical; 1 restored with differences (printed), or an

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from factory import write_condarc
+
+from tests.factory import write_condarc
 
 
 def _find_conda() -> tuple[list[str] | None, str]:
@@ -24,8 +25,8 @@ def _find_conda() -> tuple[list[str] | None, str]:
         if exe:
             return [exe], ""
         return None, f"real conda not found: CONDA_SAFEGUARD_TEST_CONDA={named!r} is not executable"
-    # tests/ is on sys.path, so this very directory is importable as a *namespace* package "conda":
-    # only a regular package with a __main__ is the real thing.
+    # Only a regular package with a __main__ is the real thing (tests/ is a package, so this
+    # folder is tests.conda and cannot shadow it).
     spec = importlib.util.find_spec("conda")
     if spec is not None and spec.origin and Path(spec.origin).with_name("__main__.py").is_file():
         return [sys.executable, "-m", "conda"], ""

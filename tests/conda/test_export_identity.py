@@ -7,15 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
-from factory import (
+
+from conda_safeguard.__main__ import main
+from tests.factory import (
     LocalChannel,
     add_pip_package,
     make_conda_package_cache,
     read_prefix_records,
     write_condarc,
 )
-
-from conda_safeguard.__main__ import main
 
 VCS = {"url": "https://github.com/x/gitpkg.git", "vcs_info": {"vcs": "git", "commit_id": "d" * 40}}
 
@@ -65,7 +65,7 @@ def test_named_env_with_pip_and_vars(make_env, run_conda, capsys, channel) -> No
 
 def test_path_only_env_and_configured_channels(make_env, run_conda, capsys, tmp_path,
                                                conda_condarc, channel, pkg_cache) -> None:
-    from factory import install_env
+    from tests.factory import install_env
 
     prefix = tmp_path / "loose" / "env"
     install_env(prefix, channel, ["python", "libc=1.1"], cache_dir=pkg_cache)

@@ -7,7 +7,8 @@ import re
 from pathlib import Path
 
 import yaml
-from factory import (
+
+from tests.factory import (
     LocalChannel,
     install_env,
     make_conda_package_cache,

@@ -8,7 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from factory import read_prefix_records
+
+from tests.factory import read_prefix_records
 
 pexpect = pytest.importorskip("pexpect")
 
@@ -261,7 +262,7 @@ def test_prompt_with_yes_at_a_terminal_still_refuses(conda_exe, conda_condarc, t
 
 
 def test_install_revision_that_removes_packages_is_guarded(conda, envs, channel, pkg_cache):
-    from factory import install_env
+    from tests.factory import install_env
 
     keep, _ = envs
     install_env(keep, channel, ["libc=1.0"], cache_dir=pkg_cache)  # revision 1 adds libc

@@ -11,8 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from factory import LocalChannel, make_conda_package_cache
-from restoring_helpers import channel_records, copy_channel
+
+from tests.factory import LocalChannel, make_conda_package_cache
+from tests.restoring_helpers import channel_records, copy_channel
 
 
 @pytest.fixture
