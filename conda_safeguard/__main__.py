@@ -17,7 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     from .cli import build_parser, execute
     from .exceptions import SafeguardError
 
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv=argv).parse_args(argv)
     try:
         return execute(args)
     except SafeguardError as e:

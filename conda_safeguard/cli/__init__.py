@@ -7,7 +7,7 @@ so verb modules import only argparse at load and the real work inside each cmd_*
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 
@@ -17,25 +17,45 @@ if TYPE_CHECKING:
 DESCRIPTION = "Protect, snapshot and restore conda environments."
 
 
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Add the verbs to `parser` (ours, or the one conda gives its subcommand)."""
-    from . import snapshots
+def configure_parser(parser: argparse.ArgumentParser, *, only: str | None = None) -> bool:
+    """Add the verbs to `parser` (ours, or the one conda gives its subcommand).
+
+    With `only`, just that verb's parser is built (argparse set-up is most of the standalone
+    command's start-up); returns whether a verb of that name exists.
+    """
+    from . import protection, restoring, shellcmd, snapshots
 
     parser.description = DESCRIPTION
     parser.add_argument("--version", action="version", version=f"conda-safeguard {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
-    snapshots.register(sub)
-    for name in ("protection", "restoring", "shellcmd"):
-        try:
-            module = __import__(f"{__name__}.{name}", fromlist=["register"])
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{name}":
-                raise
-            continue
-        module.register(sub)
+    target: Any = sub if only is None else _OneVerb(sub, only)
+    for module in (snapshots, protection, restoring, shellcmd):
+        module.register(target)
+    return only is None or target.found
 
 
-def build_parser(prog: str = "conda-safeguard") -> argparse.ArgumentParser:
+class _OneVerb:
+    """Stands in for the subparsers action and keeps only one verb; the others get a throwaway
+    parser that is never attached."""
+
+    def __init__(self, sub: argparse._SubParsersAction[argparse.ArgumentParser], verb: str):
+        self.sub, self.verb, self.found = sub, verb, False
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        if name == self.verb:
+            self.found = True
+            return self.sub.add_parser(name, **kwargs)
+        return argparse.ArgumentParser(add_help=False, conflict_handler="resolve")
+
+
+def build_parser(prog: str = "conda-safeguard", argv: list[str] | None = None,
+                 ) -> argparse.ArgumentParser:
+    """The whole parser, or for `argv` naming a verb, a parser holding only that verb."""
+    verb = next((a for a in argv or [] if not a.startswith("-")), None)
+    if verb is not None and argv and argv[0] == verb:
+        parser = argparse.ArgumentParser(prog=prog)
+        if configure_parser(parser, only=verb):
+            return parser
     parser = argparse.ArgumentParser(prog=prog)
     configure_parser(parser)
     return parser
