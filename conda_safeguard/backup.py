@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .exceptions import BackupError
+from .exceptions import BackupError, SafeguardError
 from .prefix import RACY_NS, require_env, site_packages
 from .snapshot import EnvState, SnapshotInfo, capture, new_info
 from .store import Store, prefix_key
@@ -90,25 +90,29 @@ def backup(
 def _backup(store: Store, prefix: Path, *, env_name: str, reason: str, argv: list[str],
             configured: list[str], pin: Callable[[Store, EnvState], list[str]] | None,
             force: bool) -> BackupResult:
-    key_name = f"env-{prefix_key(prefix)}.json"
+    key_name = f"env-{prefix_key(prefix)}.json"  # small: read on every backup
+    records_name = f"records-{prefix_key(prefix)}.json"  # parsed records: read only on change
     with store.shared_lock(), store.env_lock(prefix):
         cache = store.read_cache(key_name)
         key = stat_key(prefix)
-        latest = store.latest_of(prefix)
         same_labels = {"env_name": env_name, "channels": configured}
-        if not force and latest is not None and key is not None and cache.get("stat_key") == key \
-                and cache.get("snapshot") == latest.id \
+        if not force and key is not None and cache.get("stat_key") == key \
                 and all(cache.get(k) == v for k, v in same_labels.items()):
-            return BackupResult(latest, created=False, bytes_added=0)
-        records_cache = cache.get("records") if isinstance(cache.get("records"), dict) else {}
+            # Every manifest written for this prefix updates this cache under the env lock, so
+            # the snapshot it names is the latest, if it still exists (prune may have removed it).
+            cached = _cached_snapshot(store, cache.get("snapshot"), prefix)
+            if cached is not None:
+                return BackupResult(cached, created=False, bytes_added=0)
+        latest = store.latest_of(prefix)
+        records_cache = store.read_cache(records_name)
         state = capture(prefix, records_cache)
         channels = channels_for(state, configured)
         parts = store.state_parts(state)
         if (not force and latest is not None and latest.channels == channels
                 and latest.env_name == env_name
                 and latest.objects == {k: hashlib.sha256(v).hexdigest() for k, v in parts.items()}):
-            _save_cache(store, key_name, {"stat_key": key, "snapshot": latest.id,
-                                          **same_labels, "records": records_cache})
+            _save_cache(store, records_name, records_cache)
+            _save_cache(store, key_name, {"stat_key": key, "snapshot": latest.id, **same_labels})
             return BackupResult(latest, created=False, bytes_added=0, state=state)
         objects, added = store.put_parts(parts)
         parent_state = None
@@ -123,9 +127,19 @@ def _backup(store: Store, prefix: Path, *, env_name: str, reason: str, argv: lis
         if pin is not None:
             info.pins = pin(store, state)
         added += store.write_manifest(info)
-        _save_cache(store, key_name, {"stat_key": key, "snapshot": info.id, **same_labels,
-                                      "records": records_cache})
+        _save_cache(store, records_name, records_cache)
+        _save_cache(store, key_name, {"stat_key": key, "snapshot": info.id, **same_labels})
         return BackupResult(info, created=True, bytes_added=added, state=state)
+
+
+def _cached_snapshot(store: Store, snapshot_id: Any, prefix: Path) -> SnapshotInfo | None:
+    if not isinstance(snapshot_id, str):
+        return None
+    try:
+        info = store.get(snapshot_id)
+    except SafeguardError:
+        return None
+    return info if info.prefix == str(prefix) else None
 
 
 def _save_cache(store: Store, name: str, data: dict[str, Any]) -> None:

@@ -229,10 +229,11 @@ def test_failure_at_every_write_leaves_no_partial_snapshot(
     prefix = make_env("fail")
     first = backup(store, prefix, env_name="fail").snapshot
     n = _count_calls(monkeypatch, store, prefix, name)
-    # one new object (env vars), the manifest, the cache: an os.replace each; two fsyncs (file,
-    # folder) each for the object and the manifest, none for the cache (derived data)
-    cache_calls = 1 if name == "replace" else 0
-    assert n == (3 if name == "replace" else 4)
+    # one new object (env vars), the manifest, two caches (records, env): an os.replace each;
+    # two fsyncs (file, folder) each for the object and the manifest, none for the caches
+    # (derived data)
+    cache_calls = 2 if name == "replace" else 0
+    assert n == 4
     real = getattr(os, name)
     for fail_at in range(n):
         set_env_vars(prefix, {"ROUND": str(fail_at)})
