@@ -146,3 +146,21 @@ def make_env(
         return prefix
 
     yield _make
+
+
+@pytest.fixture
+def standalone_root(monkeypatch: pytest.MonkeyPatch, conda_root: Path) -> Path:
+    """The standalone command finds envs in the fixture's conda root (envs/ for -n NAME)."""
+    monkeypatch.setenv("CONDA_SAFEGUARD_ROOT", str(conda_root))
+    return conda_root
+
+
+def cli_output(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """stdout of `conda-safeguard ARGV` run in process; fails the test on a non-zero exit."""
+    from conda_safeguard.__main__ import main
+
+    capsys.readouterr()
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out

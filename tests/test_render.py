@@ -10,28 +10,13 @@ from urllib.parse import unquote, urlparse
 import pytest
 import yaml
 
-from conda_safeguard.__main__ import main
 from conda_safeguard.prefix import read_records
 from conda_safeguard.render import _strip_auth, environment_yml, explicit, pip_requirements
 from conda_safeguard.snapshot import capture, new_info
+from tests.conftest import cli_output
 from tests.factory import add_pip_package, read_prefix_records, set_env_vars
 
 VCS = {"url": "https://github.com/x/gitpkg.git", "vcs_info": {"vcs": "git", "commit_id": "c" * 40}}
-
-
-@pytest.fixture
-def root_env(monkeypatch: pytest.MonkeyPatch, conda_root: Path) -> Path:
-    """The standalone runtime finds envs in the fixture's conda root."""
-    monkeypatch.setenv("CONDA_SAFEGUARD_ROOT", str(conda_root))
-    return conda_root
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    capsys.readouterr()
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    return out
 
 
 def _info_for(prefix: Path, state, env_name: str = "e", channels: list[str] | None = None):
@@ -40,12 +25,12 @@ def _info_for(prefix: Path, state, env_name: str = "e", channels: list[str] | No
                     objects={}, parent=None, parent_state=None)
 
 
-def test_yml_as_conda_env_export(make_env, channel, root_env, capsys) -> None:
+def test_yml_as_conda_env_export(make_env, channel, standalone_root, capsys) -> None:
     prefix = make_env("yml", pip=["Foo_Bar==1.2", {"name": "gitpkg", "version": "0.3",
                                                     "direct_url": VCS}])
     set_env_vars(prefix, {"ZZZ": "last", "AAA": "1"})
-    _cli(capsys, "backup", "-n", "yml")
-    text = _cli(capsys, "show", "yml")
+    cli_output(capsys, "backup", "-n", "yml")
+    text = cli_output(capsys, "show", "yml")
     # the order of variables is conda-meta/state's, not sorted (conda env export keeps it).
     # ruamel folds a long prefix onto the next line, as conda's dumper does (tests/conda).
     head, _, tail = text.partition("prefix:")
@@ -66,8 +51,8 @@ variables:
   AAA: '1'
 prefix: {prefix}
 """
-    assert _cli(capsys, "show", "yml", "--format", "yml-no-builds").count("liba=1.0\n") == 1
-    history_form = _cli(capsys, "show", "yml", "--format", "yml-from-history")
+    assert cli_output(capsys, "show", "yml", "--format", "yml-no-builds").count("liba=1.0\n") == 1
+    history_form = cli_output(capsys, "show", "yml", "--format", "yml-from-history")
     assert "  - liba=1.0\n  - libb=1.0\n  - python=3.11.7\n  - pip:\n" in history_form
     assert yaml.safe_load(history_form)["dependencies"][-1] == {"pip": [
         "foo-bar==1.2", f"gitpkg @ git+https://github.com/x/gitpkg.git@{'c' * 40}"]}
@@ -101,12 +86,12 @@ def _explicit_urls(text: str) -> list[tuple[str, str]]:
 
 
 def test_explicit_lockfile_reinstalls_the_same_packages(
-        make_env, channel, root_env, capsys, tmp_path, pkg_cache) -> None:
+        make_env, channel, standalone_root, capsys, tmp_path, pkg_cache) -> None:
     import rattler
 
     prefix = make_env("lock", ["python", "liba=1.0", "libb", "tool"], pip=["plain==1.0"])
-    _cli(capsys, "backup", "-n", "lock")
-    text = _cli(capsys, "show", "lock", "--format", "explicit")
+    cli_output(capsys, "backup", "-n", "lock")
+    text = cli_output(capsys, "show", "lock", "--format", "explicit")
     lines = text.splitlines()
     assert lines[:3] == ["# This file may be used to create an environment using:",
                          "# $ conda create --name <env> --file <this file>",
@@ -133,7 +118,7 @@ def test_explicit_lockfile_reinstalls_the_same_packages(
     assert package_set(new) == package_set(prefix) and len(package_set(new)) == 4
     assert (new / "bin" / "tool").read_bytes() == (prefix / "bin" / "tool").read_bytes()
 
-    sha_text = _cli(capsys, "show", "lock", "--format", "explicit-sha256")
+    sha_text = cli_output(capsys, "show", "lock", "--format", "explicit-sha256")
     by_name = {r.fn: r for r in read_records(prefix)}
     for url, digest in _explicit_urls(sha_text):
         assert digest == f"sha256:{by_name[url.rsplit('/', 1)[1]].sha256}"

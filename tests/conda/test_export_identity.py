@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conda_safeguard.__main__ import main
+from tests.conftest import cli_output
 from tests.factory import (
     LocalChannel,
     add_pip_package,
@@ -21,23 +21,14 @@ VCS = {"url": "https://github.com/x/gitpkg.git", "vcs_info": {"vcs": "git", "com
 
 
 @pytest.fixture(autouse=True)
-def root(monkeypatch: pytest.MonkeyPatch, conda_root: Path) -> Path:
+def root(standalone_root: Path) -> Path:
     """The standalone runtime reads the same $CONDARC as conda and finds the fixture's root."""
-    monkeypatch.setenv("CONDA_SAFEGUARD_ROOT", str(conda_root))
-    return conda_root
-
-
-def ours(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    capsys.readouterr()
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    return out
+    return standalone_root
 
 
 def snapshot_yml(capsys, prefix: Path, fmt: str = "yml") -> str:
-    ours(capsys, "backup", "-p", str(prefix))
-    return ours(capsys, "show", str(prefix), "--format", fmt)
+    cli_output(capsys, "backup", "-p", str(prefix))
+    return cli_output(capsys, "show", str(prefix), "--format", fmt)
 
 
 def test_named_env_with_pip_and_vars(make_env, run_conda, capsys, channel) -> None:
@@ -57,7 +48,7 @@ def test_named_env_with_pip_and_vars(make_env, run_conda, capsys, channel) -> No
     assert snapshot_yml(capsys, prefix) == expected
 
     no_builds = run_conda("env", "export", "--no-builds", "-p", prefix).stdout
-    assert ours(capsys, "show", "exported", "--format", "yml-no-builds") == no_builds
+    assert cli_output(capsys, "show", "exported", "--format", "yml-no-builds") == no_builds
 
     # by name, conda resolves -n through envs_dirs as we do
     assert run_conda("env", "export", "-n", "exported").stdout == expected
@@ -95,9 +86,9 @@ def test_no_channels_setting(make_env, run_conda, capsys, conda_condarc) -> None
 def test_explicit_lockfile_recreates_the_env_offline(
         make_env, run_conda, capsys, tmp_path, channel: LocalChannel) -> None:
     prefix = make_env("locked", ["python", "liba=1.0", "libb", "tool"], pip=["plain==1.0"])
-    ours(capsys, "backup", "-n", "locked")
+    cli_output(capsys, "backup", "-n", "locked")
     lockfile = tmp_path / "explicit.txt"
-    ours(capsys, "show", "locked", "--format", "explicit", "-o", str(lockfile))
+    cli_output(capsys, "show", "locked", "--format", "explicit", "-o", str(lockfile))
     records = read_prefix_records(prefix)
     pkgs = make_conda_package_cache(tmp_path / "conda-pkgs", channel, records.values())
 
