@@ -28,7 +28,8 @@ def _dump_yaml(data: dict[str, Any]) -> str:
     return stream.getvalue()
 
 
-def environment_dict(info: SnapshotInfo, state: EnvState, form: str = "full") -> dict[str, Any]:
+def environment_dict(info: SnapshotInfo, state: EnvState, form: str = "full", *,
+                     include_prefix: bool = True) -> dict[str, Any]:
     if form not in YML_FORMS:
         raise ValueError(f"unknown environment.yml form {form!r}")
     data: dict[str, Any] = {"name": info.env_name}
@@ -55,12 +56,14 @@ def environment_dict(info: SnapshotInfo, state: EnvState, form: str = "full") ->
     data["dependencies"] = deps
     if state.variables:
         data["variables"] = dict(state.variables)
-    data["prefix"] = info.prefix
+    if include_prefix:
+        data["prefix"] = info.prefix
     return data
 
 
-def environment_yml(info: SnapshotInfo, state: EnvState, form: str = "full") -> str:
-    return _dump_yaml(environment_dict(info, state, form))
+def environment_yml(info: SnapshotInfo, state: EnvState, form: str = "full", *,
+                    include_prefix: bool = True) -> str:
+    return _dump_yaml(environment_dict(info, state, form, include_prefix=include_prefix))
 
 
 def _strip_auth(url: str) -> str:

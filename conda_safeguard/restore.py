@@ -29,7 +29,7 @@ from .installers import Installer, InstallJob, PackageFile, choose_installer, di
 from .pins import existing_pin, file_matches, find_pkgs_dirs, tarball_for, url_path
 from .pip_restore import PipStep, install_pip, pip_steps
 from .prefix import CondaRecord, is_env
-from .render import _dump_yaml, environment_dict, ordered_for_install
+from .render import environment_yml, ordered_for_install
 from .snapshot import EnvState, SnapshotInfo, host_platform
 from .store import Store
 from .verify import VerifyReport, verify
@@ -322,11 +322,10 @@ def _install(plan: RestorePlan, job: InstallJob) -> None:
         fix_records(job.build_prefix, plan.state.package_map())
         return
     no_builds = plan.method == "solve-no-builds"
-    data = environment_dict(plan.info, EnvState(**{**plan.state.__dict__, "pip": []}),
-                            "no-builds" if no_builds else "full")
-    data.pop("prefix", None)
     yml = job.staging / "environment.yml"
-    yml.write_text(_dump_yaml(data), encoding="utf-8")
+    yml.write_text(environment_yml(plan.info, EnvState(**{**plan.state.__dict__, "pip": []}),
+                                   "no-builds" if no_builds else "full", include_prefix=False),
+                   encoding="utf-8")
     specs = [f"{r.name}={r.version}" + ("" if no_builds else f"={r.build}")
              for r in plan.state.packages if r.is_exported]
     plan.installer.install_solved(job, yml, specs, list(plan.info.channels))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .pins import hash_file
 from .prefix import CondaRecord, read_pip_dists, read_records, record_files, require_env
 from .snapshot import EnvState
 
@@ -97,11 +98,7 @@ def _sha256(path: str, size: int | None) -> str:
     if size is not None and size <= _SMALL:  # most files: one read, no buffering layer
         with open(path, "rb", buffering=0) as f:
             return hashlib.sha256(f.read()).hexdigest()
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return hash_file(Path(path), "sha256")
 
 
 def check_files(prefix: Path, name: str, record: dict[str, Any], report: VerifyReport) -> None:
