@@ -67,6 +67,15 @@ def read_condarc(paths: list[Path]) -> dict[str, Any]:
     return merged
 
 
+#: What conda's boolify() reads as true in config and environment values ("1" via numbers).
+TRUE_WORDS = frozenset({"1", "true", "yes", "on", "y"})
+
+
+def truthy(value: object) -> bool:
+    """A config or environment value conda would take as true (always_yes, CONDA_NO_PLUGINS …)."""
+    return str(value if value is not None else "").strip().lower() in TRUE_WORDS
+
+
 # ---------------------------------------------------------------------------------------------
 # settings
 

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .condarc import truthy
 from .constants import ENV_PLUGIN_ACTIVE, RUN_FOR
 from .exceptions import SafeguardError
 from .policy import Effect, Invocation, Target, classify
@@ -100,7 +101,7 @@ def _explicit_yes(context: Any, argv: list[str]) -> bool:
             continue
         raw = data.get("always_yes") if hasattr(data, "get") else None
         value = getattr(raw, "_raw_value", raw)
-        if str(value).lower() in ("true", "yes", "1"):
+        if truthy(value):
             return True
     return False
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import cmdline
+from .condarc import truthy
 from .constants import ENV_ALLOW
 from .envs import EnvLocator
 from .exceptions import UsageError
@@ -30,15 +31,10 @@ log = logging.getLogger(f"conda.{__name__}")
 
 #: The first conda whose plugins get pre-command hooks.
 PLUGIN_MIN_CONDA = (23, 7)
-_TRUE = frozenset({"1", "true", "yes", "on", "y"})
 
 
 # ---------------------------------------------------------------------------------------------
 # exactly one layer decides
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in _TRUE
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -72,7 +68,7 @@ def runs_our_conda(environ: Mapping[str, str]) -> bool:
 
 def plugin_decides(cmd: cmdline.ToolCommand, environ: Mapping[str, str]) -> bool:
     """True when the conda plugin will guard this very call, so the shell layer steps aside."""
-    if cmd.tool != "conda" or cmd.no_plugins or _truthy(environ.get("CONDA_NO_PLUGINS")):
+    if cmd.tool != "conda" or cmd.no_plugins or truthy(environ.get("CONDA_NO_PLUGINS")):
         return False
     return plugin_installed() and runs_our_conda(environ)
 
@@ -152,17 +148,17 @@ def guard_targets(rt: Runtime, cmd: cmdline.ToolCommand) -> list[Target]:
 
 
 def wants_json(cmd: cmdline.ToolCommand, environ: Mapping[str, str]) -> bool:
-    return cmd.json or (cmd.tool != "micromamba" and _truthy(environ.get("CONDA_JSON")))
+    return cmd.json or (cmd.tool != "micromamba" and truthy(environ.get("CONDA_JSON")))
 
 
 def invocation(rt: Runtime, cmd: cmdline.ToolCommand,
                environ: Mapping[str, str]) -> Invocation:
     yes_vars = ("CONDA_ALWAYS_YES",) if cmd.tool == "conda" else \
         ("MAMBA_ALWAYS_YES", "CONDA_ALWAYS_YES")
-    yes = cmd.yes or any(_truthy(environ.get(v)) for v in yes_vars) \
-        or _truthy(str(rt.locator.condarc.get("always_yes")))
+    yes = cmd.yes or any(truthy(environ.get(v)) for v in yes_vars) \
+        or truthy(rt.locator.condarc.get("always_yes"))
     json = wants_json(cmd, environ)
-    dry_run = cmd.dry_run or (cmd.tool == "conda" and _truthy(environ.get("CONDA_DRY_RUN")))
+    dry_run = cmd.dry_run or (cmd.tool == "conda" and truthy(environ.get("CONDA_DRY_RUN")))
     return Invocation(tool=cmd.tool, interactive=detect_interactive(), yes=yes, json=json,
                       dry_run=dry_run, allow=environ.get(ENV_ALLOW, ""))
 

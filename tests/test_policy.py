@@ -160,3 +160,15 @@ def test_refusal_message_says_what_why_and_how():
                               "there is no terminal to confirm at.")
     assert "CONDA_SAFEGUARD_ALLOW=pytorch-exp1" in message
     assert "A snapshot was taken" in message
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("true", True), ("True", True), ("yes", True), ("on", True), ("y", True), ("1", True),
+    (True, True), (" yes ", True),
+    ("false", False), ("no", False), ("off", False), ("0", False), ("", False), (None, False),
+    (False, False), ("maybe", False),
+])
+def test_truthy_reads_values_as_conda_does(value, expected):
+    from conda_safeguard.condarc import truthy
+
+    assert truthy(value) is expected

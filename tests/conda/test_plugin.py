@@ -272,3 +272,20 @@ def test_install_revision_that_removes_packages_is_guarded(conda, envs, channel,
     assert proc.returncode != 0, proc.stdout + proc.stderr
     assert "roll it back to an older revision, removing packages" in proc.stderr
     assert records(keep) == before
+
+
+def test_always_yes_word_in_condarc_refuses_env_create_at_a_terminal(
+        conda_exe, conda_condarc, tmp_path, envs, channel):
+    # env create defaults its parser to yes=True, so the hook reads always_yes from the config
+    # sources itself; conda takes "y" as true, and so must we.
+    keep, _ = envs
+    before = records(keep)
+    with open(conda_condarc, "a") as f:
+        f.write("always_yes: y\n")
+    child = spawn_conda(conda_exe, conda_condarc, tmp_path, "env", "create", "-n", "keep", "-f",
+                        str(write_env_file(tmp_path, channel, None)))
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus != 0
+    assert "-y/--yes or always_yes is set" in child.before
+    assert records(keep) == before
