@@ -177,9 +177,7 @@ def _report(rt: Runtime, plan: RestorePlan, result: RestoreResult, before: Guard
         return
     rt.out(f"restored {plan.target} from snapshot {plan.info.short_id}: "
            f"{result.report.verdict}")
-    rt.out(f"  checked {result.report.files_checked} files of {result.report.packages} packages"
-           + (f" ({result.report.files_unhashed} with no recorded hash)"
-              if result.report.files_unhashed else ""))
+    rt.out(f"  {result.report.summary}")
     for line in result.report.details():
         rt.out(f"  {line}")
     if result.pip_note:  # no interpreter: one note lists every line
@@ -256,8 +254,7 @@ def cmd_verify(rt: Runtime, args: argparse.Namespace) -> int:
     if rt.json:
         rt.emit_json(report.to_dict())
     else:
-        rt.out(f"{prefix}: {report.verdict} ({report.files_checked} files of {report.packages} "
-               "packages checked)")
+        rt.out(f"{prefix}: {report.verdict} ({report.summary})")
         for line in report.details():
             rt.out(f"  {line}")
     return 0 if report.identical else 1
