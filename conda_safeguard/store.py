@@ -44,6 +44,7 @@ from .exceptions import (
 from .fs import atomic_write, file_lock
 from .prefix import CondaRecord, PipDist
 from .snapshot import EnvState, SnapshotInfo, canonical_json, manifest_id
+from .suggest import safeguard as _sg
 
 log = logging.getLogger(f"conda.{__name__}")
 
@@ -105,12 +106,12 @@ class Store:
             raw = config_path.read_bytes()
         except FileNotFoundError:
             if has_data(root):  # damage, not emptiness: never paper over it with a new config
-                raise DamagedConfigError(f"The store at {root} has snapshots but its config file is "
-                                 "missing. Nothing was written. Run `conda-safeguard check "
-                                 "--repair` to rewrite it.") from None
+                raise DamagedConfigError(
+                    f"The store at {root} has snapshots but its config file is missing. Nothing "
+                    f"was written. Run `{_sg('check', '--repair')}` to rewrite it.") from None
             if not create:
                 raise StoreError(f"No snapshot store at {root}: nothing has been backed up "
-                                 "there yet. Run `conda-safeguard backup` first.") from None
+                                 f"there yet. Run `{_sg('backup', '--all')}` first.") from None
             store._initialise()
             return store
         except PermissionError:
@@ -122,13 +123,14 @@ class Store:
             config = json.loads(raw)
             found = config["format"]
         except (ValueError, KeyError, TypeError):
-            raise DamagedConfigError(f"The store config {config_path} is damaged. Nothing was written. "
-                             "Run `conda-safeguard check --repair` to rewrite it (snapshots "
-                             "are kept).") from None
+            raise DamagedConfigError(f"The store config {config_path} is damaged. Nothing was "
+                                     f"written. Run `{_sg('check', '--repair')}` to rewrite it "
+                                     "(snapshots are kept).") from None
         if not isinstance(found, int) or isinstance(found, bool) or found < 1:
             raise DamagedConfigError(f"The store config {config_path} is damaged (format "
-                                     f"{found!r}). Nothing was written. Run `conda-safeguard "
-                                     "check --repair` to rewrite it (snapshots are kept).")
+                                     f"{found!r}). Nothing was written. Run "
+                                     f"`{_sg('check', '--repair')}` to rewrite it (snapshots "
+                                     "are kept).")
         if found > C.STORE_FORMAT:
             raise StoreFormatError(str(root), found, C.STORE_FORMAT)
         return store
@@ -278,8 +280,8 @@ class Store:
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             # objects match their hashes, so only a crafted snapshot gets here
             raise StoreError(f"Snapshot {info.short_id} names objects that do not hold a "
-                             f"snapshot ({type(e).__name__}: {e}). Run `conda-safeguard "
-                             "check`; other snapshots of this env may be intact.") from None
+                             f"snapshot ({type(e).__name__}: {e}). Run `{_sg('check')}`; "
+                             "other snapshots of this env may be intact.") from None
 
     # -- snapshots -------------------------------------------------------------------------------
 
@@ -327,7 +329,7 @@ class Store:
             self._warned_damaged = True
             shown = ", snapshots/".join(sorted(damaged)[:3]) + (" …" if len(damaged) > 3 else "")
             self.warn(f"{len(damaged)} damaged snapshot manifest(s) in {self.root} left out "
-                      f"(snapshots/{shown}). Run `conda-safeguard check`.")
+                      f"(snapshots/{shown}). Run `{_sg('check')}`.")
         return sorted(out, key=lambda s: s.created, reverse=True)
 
     def _manifest_files(self) -> list[Path]:
