@@ -7,7 +7,7 @@
 # functions. An existing function of that name (conda.sh's `conda`, micromamba's or mamba's
 # shell hook) is kept as __safeguard_orig_<tool> and called as before. Only commands that can
 # change or destroy an env (install, update, upgrade, remove, uninstall, create, rename,
-# env create|update|remove) first run the guard:
+# env create|update|remove, env config vars set|unset) first run the guard:
 #     python -m conda_safeguard guard --tool TOOL -- ARGS...
 # Its exit status: 0 run the command (a snapshot was taken, or the conda plugin will decide),
 # 4 refused, 130 interrupted, anything else an error. The command runs only on 0, with its
@@ -41,7 +41,7 @@ __safeguard_mutates() {
         *)
             if [ -n "$_SAFEGUARD_ENV" ]; then
                 case "$_SAFEGUARD_ARG" in
-                create | update | remove) \return 0 ;;
+                create | update | remove | config) \return 0 ;; # config: `env config vars set|unset`
                 esac
                 \return 1
             fi
