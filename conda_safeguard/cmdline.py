@@ -154,12 +154,15 @@ def parse(tool: str, argv: list[str], conda_version: str | None = None) -> ToolC
     words: list[str] = []
     abbrev = tool == "conda"
     extra = _MAMBA_EXTRA if tool != "conda" else {}
-    meanings = {**MEANINGS, **(_MAMBA_MEANINGS if tool != "conda" else {})}
-    # before the subcommand: conda's top-level options, plus (for mamba/micromamba, which take
-    # them there) any option we interpret
-    top = {**options_for("", conda_version), **extra}
-    if tool != "conda":
-        top.update({o: k for o, k in options_for("remove").items() if o in meanings})
+    meanings = {**MEANINGS, **_MAMBA_MEANINGS}
+    # before the subcommand: conda's top-level options, plus the options we interpret, which
+    # mamba and micromamba take there (conda refuses them there; reading them as values keeps
+    # `conda -n install list` from looking like an install, as the snippets' `case` reads it)
+    top = {**options_for("", conda_version), **_MAMBA_EXTRA}
+    top.update({o: k for o, k in options_for("remove").items()
+                if o in meanings and o not in top})
+    top.setdefault("-f", 1)
+    top.setdefault("--file", 1)
     table = top
 
     def meaning(opt: str) -> str | None:

@@ -39,15 +39,13 @@ __safeguard_mutates() {
             --rc-file | --log-level | --console) _SAFEGUARD_SKIP=1 ;;
         -*) ;;
         *)
-            if [ -n "$_SAFEGUARD_ENV" ]; then
-                case "$_SAFEGUARD_ARG" in
-                create | update | remove | config) \return 0 ;; # config: `env config vars set|unset`
-                esac
-                \return 1
-            fi
-            case "$_SAFEGUARD_ARG" in
-            install | update | upgrade | remove | uninstall | create | rename) \return 0 ;;
-            env) _SAFEGUARD_ENV=1 ;;
+            # _SAFEGUARD_ENV: the words of `env config vars` read so far
+            case "$_SAFEGUARD_ENV:$_SAFEGUARD_ARG" in
+            :install | :update | :upgrade | :remove | :uninstall | :create | :rename) \return 0 ;;
+            :env) _SAFEGUARD_ENV="env" ;;
+            env:create | env:update | env:remove | vars:set | vars:unset) \return 0 ;;
+            env:config) _SAFEGUARD_ENV=config ;;
+            config:vars) _SAFEGUARD_ENV=vars ;;
             *) \return 1 ;;
             esac
             ;;

@@ -53,10 +53,13 @@ def test_subcommand(tool: str, argv: list[str], command: str | None) -> None:
 
 
 def test_options_before_the_subcommand_per_tool() -> None:
-    # micromamba takes -r ROOT (and -n) before the subcommand; conda's argparse refuses both
+    # micromamba takes -r ROOT (and -n) before the subcommand; conda's argparse refuses both,
+    # and reading them alike keeps the snippets' `case` and this parser in agreement
     assert p("-r", "/root", "install", "x", tool="micromamba").command == "install"
     assert p("-r", "/root", "install", "x", tool="mamba").root_prefix == "/root"
-    assert p("-r", "/root", "install", "x").command is None
+    assert p("-r", "/root", "install", "x").command == "install"
+    # after the subcommand, -a is micromamba's --all, nothing in conda
+    assert p("remove", "-a", tool="micromamba").all and not p("remove", "-a").all
     assert p("-n", "x", "remove", "--all", tool="micromamba").name == "x"
 
 
