@@ -16,6 +16,7 @@ Only prune deletes, and only under the exclusive lock.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -134,6 +135,21 @@ class Store:
             yield
 
     @contextlib.contextmanager
+    def reading_lock(self) -> Iterator[None]:
+        """The shared lock, for reading pins while prune might run. A read-only store (a
+        mounted backup medium) cannot hold a lock file, and nothing can prune it either: it is
+        read without one."""
+        try:
+            os.close(os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o600))
+        except OSError as e:
+            if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            yield
+            return
+        with self.shared_lock():
+            yield
+
+    @contextlib.contextmanager
     def exclusive_lock(self) -> Iterator[None]:
         with file_lock(self.root / "lock", exclusive=True):
             yield
@@ -192,8 +208,10 @@ class Store:
 
     @staticmethod
     def state_parts(state: EnvState) -> dict[str, bytes]:
-        """The state's parts as the bytes of their objects (part -> bytes; id = its sha256)."""
-        return {
+        """The state's parts as the bytes of their objects (part -> bytes; id = its sha256).
+        `config` only when the env has some, so envs without it keep their snapshot ids."""
+        config = {"config": canonical_json(state.config)} if state.config else {}
+        return {**config,
             "packages": canonical_json([r.to_dict() for r in state.packages]),
             "pip": canonical_json([d.to_dict() for d in state.pip]),
             # variables as pairs: their order is the order `conda env export` prints them in
@@ -228,6 +246,7 @@ class Store:
             history=self.get_object(objs["history"]).decode("utf-8"),
             frozen=env["frozen"],
             platform=env["platform"],
+            config=json.loads(self.get_object(objs["config"])) if "config" in objs else {},
         )
 
     # -- snapshots -------------------------------------------------------------------------------
@@ -314,6 +333,10 @@ class Store:
                 "@" in ref and any(_env_matches(s, ref) for s in snapshots)):
             env_part, selector = ref, ""  # a prefix path may hold an '@'
         by_env = _one_env(env_part, [s for s in snapshots if _env_matches(s, env_part)])
+        if selector == "latest" or not selector or selector.startswith("-"):
+            # restore/undo's snapshots of the env they replace are not what `ENV` means:
+            # after a failed restore, `restore ENV` again must restore what was asked
+            by_env = [s for s in by_env if not s.taken_before_replace] or by_env
         if not selector:
             if by_env:
                 return by_env[0]
