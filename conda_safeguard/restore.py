@@ -32,6 +32,7 @@ from .prefix import CondaRecord, is_env
 from .render import environment_yml, ordered_for_install
 from .snapshot import EnvState, SnapshotInfo, host_platform
 from .store import Store
+from .suggest import safeguard as _sg
 from .transaction import (
     STAGING_INFIX,
     exchange,
@@ -79,16 +80,19 @@ class RestoreFailedError(RestoreError):
         back = "the env that was there is unchanged" if replaced else \
             f"{target} was not created"
         done = undone or f"The half-built env was removed and {back}; nothing else was changed"
+        from .suggest import fix_for
+
         super().__init__(
-            f"Restore into {target} failed while {step} ({what}). {done}. Fix the cause (disk "
-            "space, permissions) and run the same command again.")
+            f"Restore into {target} failed while {step} ({what}). {done}. "
+            f"{fix_for(error, target.parent)} and run the same command again.")
 
 
 class NothingToUndoError(RestoreError):
     def __init__(self, prefix: Path) -> None:
         super().__init__(
             f"Nothing to undo for {prefix}: every snapshot of it holds its current state. "
-            "`conda-safeguard list` shows its snapshots; `restore ENV@-N` picks an older one.")
+            f"`{_sg('list', prefix)}` shows its snapshots; `{_sg('restore', f'{prefix}@-N')}` "
+            "picks an older one.")
 
 
 @dataclass
@@ -221,7 +225,7 @@ def locate(store: Store, record: CondaRecord, pkgs_dirs: list[Path],
         if file_matches(pin, record):
             return PackageFile(record, "pin", pin), None
         problem = (f"The pinned package file of {record.dist_str} ({pin}) is damaged: its "
-                   f"sha256 is not {record.sha256[:16]}…. Run `conda-safeguard check`; restore "
+                   f"sha256 is not {record.sha256[:16]}…. Run `{_sg('check')}`; restore "
                    "with --solve to solve from environment.yml instead (needs its channel).")
     found = tarball_for(record, pkgs_dirs)
     if found is not None:
@@ -256,7 +260,7 @@ def plan_restore(store: Store, info: SnapshotInfo, target: Path, *, offline: boo
     for record, (found, problem) in zip(records, located, strict=True):
         if problem and found.kind in ("cache", "extracted"):
             notes.append(f"the pinned file of {record.dist_str} is damaged; using {found.path} "
-                         "instead (run `conda-safeguard check`)")
+                         f"instead (run `{_sg('check')}`)")
         elif problem:
             found = PackageFile(record, "missing")
             damaged.append(problem)

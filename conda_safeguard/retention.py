@@ -10,6 +10,7 @@ from typing import Any
 from .exceptions import StoreError
 from .snapshot import SnapshotInfo
 from .store import Store
+from .suggest import safeguard as _sg
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def prune(store: Store, policy: RetentionPolicy, *, prefixes: list[str] | None =
             raise StoreError(
                 f"Refusing to prune: {len(unreadable)} snapshot manifest(s) cannot be read "
                 f"(snapshots/{', snapshots/'.join(unreadable)}), and the data they name would be "
-                "deleted. Nothing was changed. Run `conda-safeguard check`, and move a damaged "
+                f"deleted. Nothing was changed. Run `{_sg('check')}`, and move a damaged "
                 "manifest out of the store to prune without it.")
         snapshots = store.snapshots()  # re-read under the lock: a backup may have just landed
         by_prefix: dict[str, list[SnapshotInfo]] = {}

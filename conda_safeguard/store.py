@@ -39,6 +39,7 @@ from .exceptions import (
 from .fs import atomic_write, file_lock
 from .prefix import CondaRecord, PipDist
 from .snapshot import EnvState, SnapshotInfo, canonical_json
+from .suggest import safeguard as _sg
 
 
 def default_store_path(setting: str | None = None) -> Path:
@@ -94,7 +95,7 @@ class Store:
         except FileNotFoundError:
             if not create:
                 raise StoreError(f"No snapshot store at {root}: nothing has been backed up "
-                                 "there yet. Run `conda-safeguard backup` first.") from None
+                                 f"there yet. Run `{_sg('backup', '--all')}` first.") from None
             store._initialise()
             return store
         except PermissionError:
@@ -107,7 +108,7 @@ class Store:
             found = config["format"]
         except (ValueError, KeyError, TypeError):
             raise StoreError(f"The store config {config_path} is damaged. Nothing was written. "
-                             "Move the store aside and run `conda-safeguard check` on it."
+                             f"Move the store aside and run `{_sg('check')}` on it."
                              ) from None
         if not isinstance(found, int) or found > C.STORE_FORMAT or found < 1:
             raise StoreFormatError(str(root), found, C.STORE_FORMAT)

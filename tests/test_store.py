@@ -94,7 +94,7 @@ def test_store_is_private(store: Store) -> None:
 
 
 def test_missing_store_without_create(tmp_path: Path) -> None:
-    with pytest.raises(StoreError, match="No snapshot store at .*Run `conda-safeguard backup`"):
+    with pytest.raises(StoreError, match="No snapshot store at .*Run `conda-safeguard backup --all`"):
         Store.open(tmp_path / "none", create=False)
     assert not (tmp_path / "none").exists()
 

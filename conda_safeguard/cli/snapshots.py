@@ -6,6 +6,7 @@ import argparse
 import os
 from typing import TYPE_CHECKING
 
+from ..suggest import safeguard as _sg
 from .common import add_env_options, add_output_options, resolve_prefix, verb_parser
 
 if TYPE_CHECKING:
@@ -151,7 +152,7 @@ def cmd_list(rt: Runtime, args: argparse.Namespace) -> int:
         if rt.json:
             rt.emit_json([])
         else:
-            rt.info(f"No snapshots yet in {rt.store_path}. Run `conda-safeguard backup -n ENV`.")
+            rt.info(f"No snapshots yet in {rt.store_path}. Run `{_sg('backup', '--all')}`.")
         return 0
     store = rt.store(create=False)
     snapshots = store.snapshots()
@@ -169,7 +170,7 @@ def cmd_list(rt: Runtime, args: argparse.Namespace) -> int:
                        "offline_restorable": offline[s.id]} for s in snapshots])
         return 0
     if not snapshots:
-        rt.info(f"No snapshots yet in {store.root}. Run `conda-safeguard backup -n ENV`.")
+        rt.info(f"No snapshots yet in {store.root}. Run `{_sg('backup', '--all')}`.")
         return 0
     groups: dict[str, list[SnapshotInfo]] = {}
     for s in snapshots:
