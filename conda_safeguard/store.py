@@ -51,6 +51,7 @@ log = logging.getLogger(f"conda.{__name__}")
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 STATE_PARTS = ("packages", "pip", "env", "history")
+OPTIONAL_PARTS = ("config",)  # only in snapshots of envs that have some (unowned.py)
 
 
 def is_hash(text: object) -> bool:
@@ -529,7 +530,8 @@ def parse_manifest(path: Path) -> SnapshotInfo:
     if d["id"] != manifest_id(d) and not _legacy_id(d):
         raise ValueError("its fields do not match its id (edited or damaged)")
     objects = d["objects"]
-    if sorted(objects) != sorted(STATE_PARTS) or not all(map(is_hash, objects.values())):
+    if sorted(set(objects) - set(OPTIONAL_PARTS)) != sorted(STATE_PARTS) or \
+            not all(map(is_hash, objects.values())):
         raise ValueError("names objects that are not object ids")
     if not all(map(is_hash, d["pins"])) or not (d["parent"] is None or is_hash(d["parent"])):
         raise ValueError("names pins or a parent that are not sha256 ids")
