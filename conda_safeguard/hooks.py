@@ -55,14 +55,9 @@ def runtime_from_context() -> Runtime:
 
 def to_conda_error(error: SafeguardError) -> Exception:
     """conda prints a CondaError cleanly (and as a JSON object under --json)."""
-    from conda.exceptions import CondaError
+    from .exceptions import to_conda_error as convert
 
-    class SafeguardCondaError(CondaError):  # named so conda's output says whose error it is
-        return_code = error.exit_code
-
-    converted = SafeguardCondaError(str(error))
-    converted.__cause__ = error
-    return converted
+    return convert(error)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,8 +175,10 @@ def pre_command(run_for_name: str) -> None:
     """conda's pre-command action. Raises a CondaError to stop the command."""
     from conda.base.context import context
 
+    from . import suggest
     from .guard import detect_interactive, enforce
 
+    suggest.set_prog(suggest.INSIDE_CONDA)
     args = getattr(context, "_argparse_args", None)  # private: guarded, tested per conda
     if args is None:
         return

@@ -39,10 +39,12 @@ def _configure_parser(parser: ArgumentParser) -> None:
 
 
 def _subcommand(args: Namespace) -> int:
+    from . import suggest
     from .cli import execute
     from .exceptions import SafeguardError
     from .hooks import runtime_from_context, to_conda_error
 
+    suggest.set_prog(suggest.INSIDE_CONDA)
     try:
         return execute(args, runtime_from_context())
     except SafeguardError as e:

@@ -32,6 +32,7 @@ from .prefix import CondaRecord, is_env
 from .render import environment_yml, ordered_for_install
 from .snapshot import EnvState, SnapshotInfo, host_platform
 from .store import Store
+from .suggest import safeguard as _sg
 from .verify import VerifyReport, verify
 
 Progress = Callable[[str], None]
@@ -62,17 +63,20 @@ class RestoreFailedError(RestoreError):
         what = f"{type(error).__name__}: {error}" if not isinstance(error, SafeguardError) \
             else str(error)
         back = "the env that was there is as it was" if replaced else f"{target} was not created"
+        from .suggest import fix_for
+
         super().__init__(
             f"Restore into {target} failed while {step} ({what}). The half-built env was "
-            f"removed and {back}; nothing else was changed. Fix the cause (disk space, "
-            "permissions) and run the restore again.")
+            f"removed and {back}; nothing else was changed. {fix_for(error, target.parent)} "
+            "and run the restore again.")
 
 
 class NothingToUndoError(RestoreError):
     def __init__(self, prefix: Path) -> None:
         super().__init__(
             f"Nothing to undo for {prefix}: every snapshot of it holds its current state. "
-            "`conda-safeguard list` shows its snapshots; `restore ENV@-N` picks an older one.")
+            f"`{_sg('list', prefix)}` shows its snapshots; `{_sg('restore', f'{prefix}@-N')}` "
+            "picks an older one.")
 
 
 @dataclass
@@ -202,7 +206,7 @@ def locate(store: Store, record: CondaRecord, pkgs_dirs: list[Path],
         if file_matches(pin, record):
             return PackageFile(record, "pin", pin), None
         problem = (f"The pinned package file of {record.dist_str} ({pin}) is damaged: its "
-                   f"sha256 is not {record.sha256[:16]}…. Run `conda-safeguard check`; restore "
+                   f"sha256 is not {record.sha256[:16]}…. Run `{_sg('check')}`; restore "
                    "with --solve to solve from environment.yml instead (needs its channel).")
     found = tarball_for(record, pkgs_dirs)
     if found is not None:
@@ -233,7 +237,7 @@ def plan_restore(store: Store, info: SnapshotInfo, target: Path, *, offline: boo
     for record, (found, problem) in zip(records, located, strict=True):
         if problem and found.kind in ("cache", "extracted"):
             notes.append(f"the pinned file of {record.dist_str} is damaged; using {found.path} "
-                         "instead (run `conda-safeguard check`)")
+                         f"instead (run `{_sg('check')}`)")
         elif problem:
             found = PackageFile(record, "missing")
             damaged.append(problem)

@@ -307,3 +307,31 @@ def test_verify_names_a_changed_file(world: World) -> None:
     r = world.run("verify", "-n", "v", "--json")
     assert r.code == 1
     assert r.json()["bad_files"] == ["liba: share/liba/liba-1.0.txt: sha256 differs"]
+
+
+def test_verify_counts_what_it_compared(world: World) -> None:
+    world.env("n", ["python", "liba=1.0", "tool"])
+    r = world.run("verify", "-n", "n")
+    # python: .keep, liba: 1 file, tool: 3 files
+    assert r.code == 0 and "byte-identical (3 packages, 5 files compared)" in r.out
+
+
+def test_a_record_without_file_hashes_is_a_difference_not_a_pass(world: World) -> None:
+    """What conda writes with CONDA_SAFETY_CHECKS=disabled: `"paths_data": {"paths": []}`."""
+    prefix = world.env("u", ["liba=1.0", "tool"])
+    rec = next((prefix / "conda-meta").glob("tool-*.json"))
+    data = json.loads(rec.read_text())
+    data["paths_data"] = {"paths": [], "paths_version": 1}
+    rec.write_text(json.dumps(data))
+    r = world.run("verify", "-n", "u")
+    assert r.code == 1
+    assert "1 packages with files that have no recorded hash" in r.out
+    assert "(2 packages, 1 files compared)" in r.out
+    assert "tool: 3 of its 3 files have no recorded sha256" in r.out
+    # one entry without its sha256 among hashed ones
+    data["paths_data"] = {"paths": [{"_path": p, "path_type": "hardlink"} for p in data["files"]],
+                          "paths_version": 1}
+    rec.write_text(json.dumps(data))
+    doc = world.run("verify", "-n", "u", "--json").json()
+    assert doc["identical"] is False and doc["files_unhashed"] == 3
+    assert doc["unhashed"][0].startswith("tool: 3 files with no recorded sha256")

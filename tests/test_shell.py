@@ -591,7 +591,7 @@ def test_prompt_in_a_terminal(pexpect: object, sh: Shell, make_env: Callable[...
 
 def test_ctrl_c_at_the_prompt_in_an_interactive_shell(pexpect: object, sh: Shell,
                                                       make_env: Callable[..., Path]) -> None:
-    """The user's own shell: ^C at the prompt aborts (status 4) and the shell carries on."""
+    """The user's own shell: ^C at the prompt aborts (status 130) and the shell carries on."""
     make_env("work")
     argv = ["bash", "--noprofile", "--norc", "-i"] if sh.name == "bash" else \
         ["zsh", "--no-rcs", "-i"]
@@ -608,7 +608,7 @@ def test_ctrl_c_at_the_prompt_in_an_interactive_shell(pexpect: object, sh: Shell
     assert "Aborted" in child.before and "Traceback" not in child.before  # type: ignore
     child.sendline("echo status=$?")  # type: ignore[attr-defined]
     child.expect(r"status=(\d+)")  # type: ignore[attr-defined]
-    assert child.match.group(1) == "4"  # type: ignore[attr-defined]
+    assert child.match.group(1) == "130"  # type: ignore[attr-defined]
     assert sh.calls("conda") == []
     child.sendline("conda env remove -n work")  # type: ignore[attr-defined]
     child.expect(PROMPT)  # type: ignore[attr-defined]

@@ -172,20 +172,16 @@ def cmd_verify(rt: Runtime, args: argparse.Namespace) -> int:
     prefix = _prefix(rt, args)
     if not args.against:  # the files against the env's own records
         report = verify(prefix, None, progress=rt.info)
+        same = report.identical and report.files_checked > 0
         if rt.json:
-            rt.emit_json({**report.to_dict(), "same": report.identical
-                          and report.files_checked > 0})
-        elif not report.files_checked:
-            rt.out(f"{prefix}: nothing checked: none of its {report.packages} packages records "
-                   "a file hash (pass --against REF to compare its package set)")
+            rt.emit_json({**report.to_dict(), "same": same})
         else:
-            rt.out(f"{prefix}: {report.verdict} ({report.files_checked} files of "
-                   f"{report.packages} packages checked"
-                   + (f", {report.files_unhashed} with no recorded hash)"
-                      if report.files_unhashed else ")"))
+            verdict = report.verdict if report.files_checked or not report.identical else \
+                "nothing compared (no file has a recorded hash)"
+            rt.out(f"{prefix}: {verdict} ({report.summary})")
             for line in report.details():
                 rt.out(f"  {line}")
-        return 0 if report.identical and report.files_checked else 1
+        return 0 if same else 1
     packages = read_package_set(prefix)
     ref = _reference(rt, args.against, packages.platform)
     cmp = compare_to_reference(packages, ref)
@@ -206,8 +202,7 @@ def cmd_verify(rt: Runtime, args: argparse.Namespace) -> int:
     for note in cmp.not_checked:
         rt.out(f"  not checked: {note}")
     if files is not None:
-        rt.out(f"  files: {files.verdict} ({files.files_checked} files of {files.packages} "
-               "packages re-hashed)")
+        rt.out(f"  files: {files.verdict} ({files.summary})")
         for line in files.details():
             rt.out(f"    {line}")
     return 0 if same else 1

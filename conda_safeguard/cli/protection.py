@@ -7,6 +7,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from ..constants import FROZEN_MARK
+from ..suggest import safeguard as _sg
 from .common import add_env_options, add_output_options, resolve_prefix, verb_parser
 
 if TYPE_CHECKING:
@@ -73,14 +74,21 @@ def _set_mark(rt: Runtime, args: argparse.Namespace, protected: bool) -> int:
     prefix = _prefix(rt, args)
     name = rt.locator.short_name(prefix)
     is_base = rt.locator.root_prefix is not None and prefix == rt.locator.root_prefix
+    if not protected and is_base:
+        from .. import suggest
+        from ..exceptions import SafeguardError
+
+        raise SafeguardError(
+            f"base ({prefix}) is always protected: conda itself lives there, so it cannot be "
+            "unprotected. Nothing was changed. To let one command replace or remove it anyway, "
+            f"type its name at the prompt, or put {suggest.allow(['base'])} in front of the "
+            "command.")
     write_mark(prefix, protected)
     effective = protection(rt, prefix)
     if rt.json:
         rt.emit_json({"env": name, "prefix": str(prefix), "protected": effective})
     else:
         rt.out(f"{name}: {'protected' if effective else 'not protected'}")
-        if not protected and is_base:
-            rt.info("base is always protected; the mark was recorded but has no effect.")
     return 0
 
 
@@ -102,7 +110,7 @@ def cmd_freeze(rt: Runtime, args: argparse.Namespace) -> int:
         rt.emit_json({"prefix": str(prefix), "frozen": True, "message": args.message})
     else:
         rt.out(f"{rt.locator.short_name(prefix)}: frozen (conda >= 25.5 refuses changes; "
-               "`conda-safeguard unfreeze` undoes it)")
+               f"`{_sg('unfreeze', '-p', prefix)}` undoes it)")
     return 0
 
 

@@ -166,9 +166,7 @@ def _report(rt: Runtime, plan: RestorePlan, result: RestoreResult, before: Guard
         return
     rt.out(f"restored {plan.target} from snapshot {plan.info.short_id}: "
            f"{result.report.verdict}")
-    rt.out(f"  checked {result.report.files_checked} files of {result.report.packages} packages"
-           + (f" ({result.report.files_unhashed} with no recorded hash)"
-              if result.report.files_unhashed else ""))
+    rt.out(f"  {result.report.summary}")
     for line in result.report.details():
         rt.out(f"  {line}")
     if result.pip_note:  # no interpreter: one note lists every line
@@ -199,7 +197,7 @@ def cmd_undo(rt: Runtime, args: argparse.Namespace) -> int:
     from ..restore import undo_snapshot
     from ..snapshot import capture
 
-    prefix = require_env(resolve_prefix(rt, args))
+    prefix = _undo_target(rt, args)
     store = rt.store(create=False)
     current = capture(prefix)
     info = undo_snapshot(store, prefix, current)
@@ -209,3 +207,25 @@ def cmd_undo(rt: Runtime, args: argparse.Namespace) -> int:
     if not args.dry_run and not plan.problems:
         before = _confirm_replace(rt, args, plan, f"undo: return it to snapshot {info.short_id}")
     return _finish(rt, args, plan, "undo", before)
+
+
+def _undo_target(rt: Runtime, args: argparse.Namespace) -> Path:
+    """The env to undo; a removed env cannot be undone, but its snapshots restore it."""
+    from ..exceptions import EnvNotFoundError, NotAnEnvError, SafeguardError
+    from ..prefix import require_env
+    from ..suggest import safeguard
+
+    try:
+        return require_env(resolve_prefix(rt, args))
+    except (EnvNotFoundError, NotAnEnvError) as e:
+        ref = args.name or args.prefix
+        try:
+            info = rt.store(create=False).resolve(ref)
+        except SafeguardError:
+            raise e from None
+        raise SafeguardError(
+            f"Cannot undo: {str(e).split('. ')[0]}, so there is nothing to undo. It has "
+            f"snapshots: to bring it back as it was last, run `{safeguard('restore', ref)}` "
+            f"(snapshot {info.short_id}); `{safeguard('list', ref)}` shows the others."
+        ) from None
+

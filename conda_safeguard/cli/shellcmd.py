@@ -9,7 +9,7 @@ for a command that can change or destroy an env they first run
 The guard protocol (a contract with shell/bash.sh and shell/zsh.sh):
   exit 0    run the command: any snapshot is already taken (or the conda plugin will decide)
   exit 4    refused: the message is on stderr (and a JSON error on stdout under the tool's --json)
-  exit 130  interrupted (^C outside the prompt; ^C at the prompt is a refusal, exit 4)
+  exit 130  interrupted (^C or ^D, also at the typed-name prompt; nothing was changed)
   exit 1/2/3  an error (message or traceback on stderr): the wrapper does not run the command
 The guard uses the same code as the plugin: policy.classify, guard.make_target, guard.enforce.
 """
