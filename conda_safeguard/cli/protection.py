@@ -136,8 +136,10 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
         prefixes = [_prefix(rt, args)]
     else:
         prefixes = rt.locator.all_envs()
+    store = None
     try:
-        snapshots = rt.store(create=False).snapshots()
+        store = rt.store(create=False)
+        snapshots = store.snapshots()
     except SafeguardError:  # no store yet: nothing snapshotted, which status reports
         snapshots = []
     rows: list[dict[str, Any]] = []
@@ -164,4 +166,8 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
         snap = f"last snapshot {r['latest_snapshot'][:10]} {r['latest_created'][:19]}Z" \
             if r["latest_snapshot"] else "no snapshot"
         rt.out(f"{r['env']:<24} {', '.join(flags):<22} {snap}   {r['prefix']}")
+    if not (args.env or args.name or args.prefix):  # the whole picture: add the last run
+        from ..schedule import describe_last_run, last_backup_all
+
+        rt.out(describe_last_run(last_backup_all(store)))
     return 0
