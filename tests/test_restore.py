@@ -77,7 +77,7 @@ def test_restore_into_a_new_name_leaves_the_original(world: World) -> None:
     copy = world.prefix("copy")
     assert package_set(copy) == package_set(prefix)
     assert tree_hashes(copy) == before == tree_hashes(prefix)
-    assert world.run("verify", "-n", "copy", "orig").code == 0
+    assert world.run("verify", "-n", "copy", "--against", "orig").code == 0
 
 
 def test_dry_run_changes_nothing(world: World) -> None:

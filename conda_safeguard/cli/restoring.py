@@ -1,4 +1,4 @@
-"""Verbs that bring envs back: restore, undo, verify."""
+"""Verbs that bring envs back: restore, undo."""
 
 from __future__ import annotations
 
@@ -71,17 +71,7 @@ examples:
     add_output_options(p)
     p.set_defaults(func=cmd_recover)
 
-    p = verb_parser(sub, "verify", "Check an env file by file against its records or a snapshot.",
-                    """
-Every file conda linked is re-hashed against its package's recorded sha256; with SNAPSHOT the
-package set is compared too. Exit status 1 when anything differs.
-examples:
-  conda-safeguard verify -n myenv
-  conda-safeguard verify -n myenv myenv@-1""")
-    add_env_options(p)
-    p.add_argument("snapshot", nargs="?", help="also compare the package set with this snapshot")
-    add_output_options(p)
-    p.set_defaults(func=cmd_verify)
+    # verify lives in cli/fleet.py with the other checks (exit 0 same, 1 differs, 2 trouble)
 
 
 def _add_restore_options(p: argparse.ArgumentParser) -> None:
@@ -322,25 +312,6 @@ def _undo_target(rt: Runtime, args: argparse.Namespace) -> Path:
             f"snapshots: to bring it back as it was last, run `{safeguard('restore', ref)}` "
             f"(snapshot {info.short_id}); `{safeguard('list', ref)}` shows the others."
         ) from None
-
-
-def cmd_verify(rt: Runtime, args: argparse.Namespace) -> int:
-    from ..prefix import require_env
-    from ..verify import verify
-
-    prefix = require_env(resolve_prefix(rt, args))
-    state = None
-    if args.snapshot:
-        store = rt.store(create=False)
-        state = store.load_state(store.resolve(args.snapshot))
-    report = verify(prefix, state, progress=rt.info)
-    if rt.json:
-        rt.emit_json(report.to_dict())
-    else:
-        rt.out(f"{prefix}: {report.verdict} ({report.summary})")
-        for line in report.details():
-            rt.out(f"  {line}")
-    return 0 if report.identical else 1
 
 
 def pending_restores(rt: Runtime, only: Path | None = None) -> list[Pending]:
