@@ -41,6 +41,7 @@ class Target:
     exists: bool = True
     protected: bool = False
     why: str = ""  # why this is a DESTROY: "remove --all", "create over an existing env", …
+    keeps_unowned: bool = False  # files no package owns survive it (restore/undo carry them)
     named: bool = True  # `-n name` finds it (else messages suggest `-p prefix`)
 
 
@@ -137,7 +138,8 @@ def matches_any(name: str, patterns: list[str]) -> bool:
 
 
 #: Canonical command names (conda's `run_for` names, plus the forms conda folds into them).
-MUTATING_COMMANDS = frozenset({"install", "update", "remove", "env_update", "install_revision"})
+MUTATING_COMMANDS = frozenset({"install", "update", "remove", "env_update", "install_revision",
+                               "env_vars"})
 DESTRUCTIVE_COMMANDS = frozenset({"remove", "env_remove", "create", "env_create", "rename",
                                   "install_revision"})
 

@@ -176,6 +176,10 @@ def cmd_list(rt: Runtime, args: argparse.Namespace) -> int:
     if args.env:
         wanted = store.resolve(args.env)  # raises a clear error for an unknown env
         snapshots = [s for s in snapshots if s.prefix == wanted.prefix]
+    from .restoring import pending_restores
+
+    for p in pending_restores(rt):
+        rt.info(f"conda-safeguard: {p.describe()}.")
     present = pinned_names(store)  # one listing of packages/ for all snapshots
     offline = {s.id: offline_restorable(store, s, present) for s in snapshots}
     if rt.json:
