@@ -140,7 +140,11 @@ def retire(rt: Runtime, candidates: list[Candidate], *, dry_run: bool) -> Retire
     for c in candidates:
         if c.action != "retire":
             continue
-        untracked = untracked_files(c.prefix)
+        try:
+            untracked = untracked_files(c.prefix)
+        except OSError:  # another retire or remove is taking it right now
+            c.action, c.why = "keep", "already gone (another retire or remove got there first)"
+            continue
         if untracked:
             c.action = "keep"
             c.why = (f"holds files no package owns ({', '.join(untracked[:3])}"
