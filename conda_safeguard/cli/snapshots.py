@@ -255,16 +255,17 @@ def cmd_check(rt: Runtime, args: argparse.Namespace) -> int:
 
     root = rt.store_path
     try:
-        Store.open(root, create=False)  # a missing, unreadable or newer store: its clear error
+        rt.store(create=False)  # a missing, unreadable, untrusted or newer store: its error
     except DamagedConfigError:
         pass  # check runs anyway: a damaged store is when it is needed most
     repaired = []
     if args.repair:
-        with Store(root).exclusive_lock():
+        with Store(root, shared=rt.settings.store_shared).exclusive_lock():
             done = repair_config(root)
             repaired += [done] if done else []
     # Store(), not Store.open(): check must run on a store whose config is damaged.
-    report = check_store(Store(root, lambda _: None))  # it reports damage itself
+    report = check_store(Store(root, lambda _: None,  # check reports damage itself
+                               shared=rt.settings.store_shared))
     report.repaired = repaired
     if rt.json:
         rt.emit_json(report.to_dict())
