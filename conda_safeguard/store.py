@@ -31,6 +31,7 @@ from .exceptions import (
     AmbiguousEnvError,
     AmbiguousSnapshotError,
     CorruptObjectError,
+    SnapshotIdTooShortError,
     SnapshotNotFoundError,
     StoreError,
     StoreFormatError,
@@ -39,6 +40,9 @@ from .fs import atomic_write, file_lock
 from .prefix import CondaRecord, PipDist
 from .snapshot import EnvState, SnapshotInfo, canonical_json
 from .suggest import safeguard as _sg
+
+#: Fewest characters of a snapshot id that `resolve` accepts (shorter ones match too much).
+MIN_ID_PREFIX = 4
 
 
 def default_store_path(setting: str | None = None) -> Path:
@@ -331,15 +335,17 @@ class Store:
         return self._by_id_prefix(by_env, selector)
 
     @staticmethod
-    def _by_id_prefix(snapshots: list[SnapshotInfo], prefix: str) -> SnapshotInfo:
-        prefix = prefix.lower()
-        if len(prefix) < 4 or any(c not in "0123456789abcdef" for c in prefix):
-            raise SnapshotNotFoundError(prefix)
+    def _by_id_prefix(snapshots: list[SnapshotInfo], typed: str) -> SnapshotInfo:
+        prefix = typed.lower()  # ids are lowercase hex; messages echo what was typed
+        if any(c not in "0123456789abcdef" for c in prefix):
+            raise SnapshotNotFoundError(typed)
+        if len(prefix) < MIN_ID_PREFIX:
+            raise SnapshotIdTooShortError(typed, MIN_ID_PREFIX)
         matches = [s for s in snapshots if s.id.startswith(prefix)]
         if not matches:
-            raise SnapshotNotFoundError(prefix)
+            raise SnapshotNotFoundError(typed)
         if len(matches) > 1:
-            raise AmbiguousSnapshotError(prefix, [m.short_id for m in matches])
+            raise AmbiguousSnapshotError(typed, [m.short_id for m in matches])
         return matches[0]
 
     # -- caches ----------------------------------------------------------------------------------

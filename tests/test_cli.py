@@ -199,7 +199,7 @@ def test_prune_a_removed_env_by_name(make_env, capsys) -> None:
     ok(capsys, "backup", "-n", "old")
     shutil.rmtree(prefix)
     assert ok(capsys, "prune", "--keep-last", "0").startswith("forgot 0 snapshots, kept 1")
-    assert ok(capsys, "prune", "old", "--keep-last", "0").startswith("forgot 1 snapshots, kept 0")
+    assert ok(capsys, "prune", "old", "--keep-last", "0").startswith("forgot 1 snapshot, kept 0")
     assert json.loads(ok(capsys, "list", "--json")) == []
 
 
