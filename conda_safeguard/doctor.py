@@ -57,7 +57,9 @@ def fix_snapshots(prefix: str, args: Any, confirm: Any) -> int:
 def check_store(prefix: str, verbose: bool) -> None:
     rt = _runtime()
     try:
-        report = rt.store(create=False).check()
+        from .storecheck import check_store
+
+        report = check_store(rt.store(create=False))
     except SafeguardError as e:
         print(f"{BAD} conda-safeguard store: {e}\n")
         return

@@ -68,6 +68,10 @@ class BackupError(SafeguardError):
     """A snapshot of one env failed (an OSError reading the env or writing the store)."""
 
 
+class DamagedConfigError(StoreError):
+    """The store's config is damaged or missing while its snapshots are there."""
+
+
 class StoreFormatError(StoreError):
     def __init__(self, path: str, found: object, supported: int) -> None:
         super().__init__(

@@ -8,8 +8,10 @@ from datetime import datetime
 from typing import Any
 
 from .exceptions import StoreError
+from .pins import PACKAGE_EXTS
 from .snapshot import SnapshotInfo
-from .store import Store
+from .store import Store, is_hash
+from .storecheck import remove_temp_files
 from .suggest import safeguard as _sg
 
 
@@ -52,12 +54,14 @@ class PruneReport:
     packages_removed: int = 0
     bytes_freed: int = 0
     removed_envs_skipped: list[str] = field(default_factory=list)
+    temp_removed: int = 0  # temp files of killed runs
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "forgotten": [s.id for s in self.forgotten], "kept": self.kept,
             "objects_removed": self.objects_removed, "packages_removed": self.packages_removed,
             "bytes_freed": self.bytes_freed, "removed_envs_skipped": self.removed_envs_skipped,
+            "temp_removed": self.temp_removed,
         }
 
 
@@ -102,26 +106,39 @@ def prune(store: Store, policy: RetentionPolicy, *, prefixes: list[str] | None =
         live = [s for s in snapshots if s.id not in forgotten_ids]
         referenced = {oid for s in live for oid in s.objects.values()}
         referenced_pins = {sha for s in live for sha in s.pins}
+        # Decide every deletion before the first one: a surprise half-way must not leave
+        # manifests deleted and their data kept (or the reverse).
+        doomed_objects = [store.root / "objects" / oid[:2] / oid
+                          for oid in store.iter_object_ids() if oid not in referenced]
+        doomed_pins = [path for sha, path in _pin_files(store) if sha not in referenced_pins]
+        for path in doomed_objects:
+            report.objects_removed += 1
+            report.bytes_freed += path.lstat().st_size
+        for path in doomed_pins:
+            report.packages_removed += 1
+            st = path.lstat()
+            # A hardlink shared with conda's cache frees nothing until conda drops its name.
+            report.bytes_freed += st.st_size if st.st_nlink == 1 else 0
         if not dry_run:
             for s in report.forgotten:
                 store.delete_manifest(s.id)
-        for oid in list(store.iter_object_ids()):
-            if oid not in referenced:
-                path = store.root / "objects" / oid[:2] / oid
-                report.objects_removed += 1
-                report.bytes_freed += path.stat().st_size
-                if not dry_run:
-                    path.unlink()
-        packages = store.root / "packages"
-        if packages.is_dir():
-            for path in packages.iterdir():
-                sha = path.name.split(".", 1)[0]
-                if path.name.startswith(".tmp-") or sha in referenced_pins:
-                    continue
-                report.packages_removed += 1
-                st = path.stat()
-                # A hardlink shared with conda's cache frees nothing until conda drops its name.
-                report.bytes_freed += st.st_size if st.st_nlink == 1 else 0
-                if not dry_run:
-                    path.unlink()
+            for path in [*doomed_objects, *doomed_pins]:
+                path.unlink()
+            # Every writer holds the shared lock while its temp files exist: under the
+            # exclusive lock, any temp file left belongs to a run that was killed.
+            report.temp_removed = len(remove_temp_files(store))
     return report
+
+
+def _pin_files(store: Store) -> list[tuple[str, Path]]:
+    """(sha256, path) of the package files in packages/: regular files named as pins only."""
+    directory = store.root / "packages"
+    if not directory.is_dir() or directory.is_symlink():
+        return []
+    out = []
+    for path in directory.iterdir():
+        sha, dot, ext = path.name.partition(".")
+        if is_hash(sha) and dot and f".{ext}" in PACKAGE_EXTS and not path.is_symlink() \
+                and path.is_file():
+            out.append((sha, path))
+    return out

@@ -151,9 +151,17 @@ def new_info(*, env_name: str, prefix: Path, state: EnvState, reason: str, argv:
         "counts": {"conda": len(state.packages), "pip": len(state.pip)},
         "host": socket.gethostname(), "user": user, "tool": "conda-safeguard",
         "tool_version": __version__, "parent": parent.id if parent else None, "change": change,
+        "pins": [],
     }
-    snapshot_id = hashlib.sha256(canonical_json(body)).hexdigest()
-    return SnapshotInfo(id=snapshot_id, **body)  # type: ignore[arg-type]
+    return SnapshotInfo(id=manifest_id(body), **body)  # type: ignore[arg-type]
+
+
+def manifest_id(fields: dict[str, Any]) -> str:
+    """A snapshot's id: the sha256 of every field of its manifest but the id itself, so an
+    edited or damaged manifest no longer matches its id (store.py checks it on every read).
+    Set it again (`info.id = manifest_id(info.to_dict())`) after changing a field."""
+    return hashlib.sha256(canonical_json({k: v for k, v in fields.items() if k != "id"}
+                                         )).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------

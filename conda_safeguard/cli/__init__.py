@@ -23,13 +23,13 @@ def configure_parser(parser: argparse.ArgumentParser, *, only: str | None = None
     With `only`, just that verb's parser is built (argparse set-up is most of the standalone
     command's start-up); returns whether a verb of that name exists.
     """
-    from . import fleet, protection, restoring, shellcmd, snapshots
+    from . import fleet, fleetops, protection, restoring, shellcmd, snapshots
 
     parser.description = DESCRIPTION
     parser.add_argument("--version", action="version", version=f"conda-safeguard {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
     target: Any = sub if only is None else _OneVerb(sub, only)
-    for module in (snapshots, protection, restoring, shellcmd, fleet):
+    for module in (snapshots, protection, restoring, shellcmd, fleet, fleetops):
         module.register(target)
     sub.choices = _VisibleChoices(sub.choices)
     return only is None or target.found

@@ -67,9 +67,13 @@ examples:
 
     p = verb_parser(sub, "check", "Re-hash every stored object; report damaged or missing ones.",
                     """
-Repairs nothing. Exit status 1 when anything is damaged or missing.
-example:
-  conda-safeguard check --json""")
+Verifies every object, package pin and snapshot manifest, and the store's config. Repairs
+nothing unless --repair is given. Exit status 1 when anything is damaged or missing.
+examples:
+  conda-safeguard check --json
+  conda-safeguard check --repair     rewrite a damaged or missing config (snapshots are kept)""")
+    p.add_argument("--repair", action="store_true",
+                   help="rewrite a damaged or missing config file, keeping what still reads")
     add_output_options(p)
     p.set_defaults(func=cmd_check)
 
@@ -135,11 +139,14 @@ def _change_text(s: SnapshotInfo) -> str:
 
 
 def _store_absent(rt: Runtime) -> bool:
-    """No store there yet. An unreadable one is not absent: opening it gives the clear error."""
+    """No store there yet. An unreadable one is not absent, nor one whose config is gone but
+    which holds snapshots: opening it gives the clear error."""
+    from ..store import has_data
+
     try:
         os.stat(rt.store_path / "config")
     except FileNotFoundError:
-        return True
+        return not has_data(rt.store_path)
     except OSError:
         return False
     return False
@@ -273,21 +280,46 @@ def cmd_diff(rt: Runtime, args: argparse.Namespace) -> int:
 
 
 def cmd_check(rt: Runtime, args: argparse.Namespace) -> int:
-    report = rt.store(create=False).check()
+    from ..exceptions import DamagedConfigError
+    from ..store import Store
+    from ..storecheck import check_store, repair_config
+
+    root = rt.store_path
+    try:
+        Store.open(root, create=False)  # a missing, unreadable or newer store: its clear error
+    except DamagedConfigError:
+        pass  # check runs anyway: a damaged store is when it is needed most
+    repaired = []
+    if args.repair:
+        with Store(root).exclusive_lock():
+            done = repair_config(root)
+            repaired += [done] if done else []
+    # Store(), not Store.open(): check must run on a store whose config is damaged.
+    report = check_store(Store(root, lambda _: None))  # it reports damage itself
+    report.repaired = repaired
     if rt.json:
         rt.emit_json(report.to_dict())
-    else:
-        rt.out(f"checked {plural(report.objects, 'object')}, "
-               f"{plural(report.packages, 'package')}, {plural(report.snapshots, 'snapshot')}: "
-               f"{'ok' if report.ok else 'PROBLEMS FOUND'}")
-        for oid in report.corrupt:
-            rt.out(f"  corrupt: {oid}")
-        for sid, oid in report.missing:
-            rt.out(f"  missing: object {oid[:16]} of snapshot {sid[:10]}")
-        for name in report.unreadable:
-            rt.out(f"  unreadable manifest: snapshots/{name}")
-        for name in report.leftovers:
-            rt.out(f"  leftover temp file (harmless): {name}")
+        return 0 if report.ok else 1
+    for line in repaired:
+        rt.out(f"  repaired: {line}")
+    rt.out(f"checked {plural(report.objects, 'object')}, {plural(report.packages, 'package')}, "
+           f"{plural(report.snapshots, 'snapshot')}: {'ok' if report.ok else 'PROBLEMS FOUND'}")
+    if report.config:
+        rt.out(f"  config: {report.config} (run `{_sg('check', '--repair')}`)")
+    for oid in report.corrupt:
+        rt.out(f"  corrupt: {oid}")
+    for sid, oid in report.missing:
+        rt.out(f"  missing: object {oid[:16]} of snapshot {sid[:10]}")
+    for sid, sha in report.missing_pins:
+        rt.out(f"  missing pin: package {sha[:16]} of snapshot {sid[:10]} (restoring it needs "
+               "the channel)")
+    for name in report.unreadable:
+        rt.out(f"  damaged manifest: snapshots/{name}: {report.why.get(name, '')}; move it out "
+               "of the store (that snapshot is lost)")
+    for name in report.stray:
+        rt.out(f"  stray file (not written by conda-safeguard, left alone): {name}")
+    for name in report.leftovers:
+        rt.out(f"  leftover temp file (harmless): {name} (the next prune removes it)")
     return 0 if report.ok else 1
 
 
