@@ -32,6 +32,21 @@ class BackupResult:
     state: EnvState | None = None  # None when the fast path did not read the env
 
 
+def config_stats(prefix: Path) -> list[tuple[str, os.stat_result]]:
+    from .unowned import CONFIG_DIRS
+
+    out = []
+    for d in (*CONFIG_DIRS, ".condarc"):
+        try:
+            out.append((d, os.stat(prefix / d)))
+            if d != ".condarc":
+                with os.scandir(prefix / d) as it:
+                    out += sorted((f"{d}/{e.name}", e.stat()) for e in it)
+        except OSError:
+            continue
+    return out
+
+
 def stat_key(prefix: Path) -> str | None:
     """Changes whenever anything a snapshot reads may have changed (metadata only, no reads).
 
@@ -45,6 +60,7 @@ def stat_key(prefix: Path) -> str | None:
         entries = sorted((e.name, e.stat()) for e in it if not e.name.startswith("."))
     # pip installs show up as new dist-info folders: the site-packages mtime changes.
     entries += [(str(sp), sp.stat()) for sp in prefix.glob("lib/python*/site-packages")]
+    entries += config_stats(prefix)  # activate.d scripts, .condarc: snapshotted too
     for name, st in entries:
         if st.st_mtime_ns >= racy_after:
             return None

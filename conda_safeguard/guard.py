@@ -154,16 +154,32 @@ def _disk_usage(prefix: Path) -> int:
     return total
 
 
+def unowned_note(target: Target) -> str:
+    """What a snapshot cannot bring back: the files in the env no package owns."""
+    if target.effect is not Effect.DESTROY or not target.exists:
+        return ""
+    from .unowned import unowned_summary
+
+    found = unowned_summary(Path(target.prefix))
+    if found is None or not found.files:
+        return ""
+    if target.keeps_unowned:
+        return f"Its {found.describe()} are carried over into the restored env."
+    return (f"It holds {found.describe()} (user data): they will be lost, and no snapshot can "
+            "bring them back.")
+
+
 def confirm_typed_name(rt: Runtime, target: Target) -> str | None:
     """Show what will be lost and read the env's name; None at end of input (Ctrl-D)."""
     summary = env_summary(rt, Path(target.prefix))
     ref = target.name if target.named else target.prefix
+    lost = unowned_note(target)
     with _terminal() as (tty_in, out):
         out.write(
             f"\n'{target.name}' is a protected environment ({target.prefix}).\n"
             f"This command will {target.why or 'destroy it'}: {summary}.\n"
             f"A snapshot is taken first, so `{suggest.safeguard('restore', ref)}` can bring "
-            "it back.\n"
+            "its packages back.\n" + (f"{lost}\n" if lost else "") +
             f"Type the environment's name to continue, anything else to abort: "
         )
         out.flush()
@@ -216,6 +232,8 @@ def enforce(rt: Runtime, targets: list[Target], inv: Invocation, *, argv: list[s
         if taken:
             latest = rt.store().get(next(iter(taken.values())))
             note = f"A snapshot was taken: {latest.short_id} ({latest.created[:19]}Z)."
+        lost = " ".join(filter(None, (unowned_note(t) for t in decision.refused)))
+        note = f"{note} {lost}".strip()
         raise RefusedError(refusal_message(decision, snapshot_note=note))
     if decision.action is Action.CONFIRM:
         for target in decision.confirm:

@@ -335,13 +335,21 @@ def _which_env(var: str, environ: dict[str, str], stem: str) -> str | None:
     return None
 
 
+def _beside_python(name: str) -> str | None:
+    """The standalone command installed in conda's base finds that conda even off PATH (cron,
+    `env -i`): it sits next to the python running us."""
+    exe = os.path.join(os.path.dirname(sys.executable), name)
+    return exe if os.path.isfile(exe) and os.access(exe, os.X_OK) else None
+
+
 def find_installer(kind: str, environ: dict[str, str] | None = None) -> Installer | None:
     environ = dict(os.environ) if environ is None else environ
     path = environ.get("PATH")
     if kind == "conda":
         if "conda.base.context" in sys.modules:  # we run inside conda: use the same conda
             return CondaCLI([sys.executable, "-m", "conda"], "conda")
-        exe = _which_env("CONDA_EXE", environ, "conda") or shutil.which("conda", path=path)
+        exe = _which_env("CONDA_EXE", environ, "conda") or shutil.which("conda", path=path) \
+            or _beside_python("conda")
         return CondaCLI([exe], "conda") if exe else None
     if kind in ("mamba", "micromamba"):
         exe = _which_env("MAMBA_EXE", environ, kind) or shutil.which(kind, path=path)

@@ -41,6 +41,7 @@ class Target:
     exists: bool = True
     protected: bool = False
     why: str = ""  # why this is a DESTROY: "remove --all", "create over an existing env", …
+    keeps_unowned: bool = False  # files no package owns survive it (restore/undo carry them)
     named: bool = True  # `-n name` finds it (else messages suggest `-p prefix`)
 
 

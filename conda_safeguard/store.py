@@ -20,6 +20,7 @@ used. Only prune deletes, and only under the exclusive lock.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -54,6 +55,7 @@ log = logging.getLogger(f"conda.{__name__}")
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 STATE_PARTS = ("packages", "pip", "env", "history")
+OPTIONAL_PARTS = ("config",)  # only in snapshots of envs that have some (unowned.py)
 
 
 def is_hash(text: object) -> bool:
@@ -161,6 +163,21 @@ class Store:
             yield
 
     @contextlib.contextmanager
+    def reading_lock(self) -> Iterator[None]:
+        """The shared lock, for reading pins while prune might run. A read-only store (a
+        mounted backup medium) cannot hold a lock file, and nothing can prune it either: it is
+        read without one."""
+        try:
+            os.close(os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o600))
+        except OSError as e:
+            if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            yield
+            return
+        with self.shared_lock():
+            yield
+
+    @contextlib.contextmanager
     def exclusive_lock(self) -> Iterator[None]:
         with file_lock(self.root / "lock", exclusive=True):
             yield
@@ -243,8 +260,10 @@ class Store:
 
     @staticmethod
     def state_parts(state: EnvState) -> dict[str, bytes]:
-        """The state's parts as the bytes of their objects (part -> bytes; id = its sha256)."""
-        return {
+        """The state's parts as the bytes of their objects (part -> bytes; id = its sha256).
+        `config` only when the env has some, so envs without it keep their snapshot ids."""
+        config = {"config": canonical_json(state.config)} if state.config else {}
+        return {**config,
             "packages": canonical_json([r.to_dict() for r in state.packages]),
             "pip": canonical_json([d.to_dict() for d in state.pip]),
             # variables as pairs: their order is the order `conda env export` prints them in
@@ -280,12 +299,23 @@ class Store:
                 history=self.get_object(objs["history"]).decode("utf-8"),
                 frozen=env["frozen"],
                 platform=env["platform"],
+                config=self._config(objs),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             # objects match their hashes, so only a crafted snapshot gets here
             raise StoreError(f"Snapshot {info.short_id} names objects that do not hold a "
                              f"snapshot ({type(e).__name__}: {e}). Run `{_sg('check')}`; "
                              "other snapshots of this env may be intact.") from None
+
+    def _config(self, objs: dict[str, str]) -> dict[str, Any]:
+        """The env's own config files (unowned.py), in snapshots that have any."""
+        if "config" not in objs:
+            return {}
+        config = json.loads(self.get_object(objs["config"]))
+        if not isinstance(config, dict) or not all(
+                isinstance(v, dict) and isinstance(v.get("data"), str) for v in config.values()):
+            raise TypeError("the config part is not a mapping of files")
+        return config
 
     # -- snapshots -------------------------------------------------------------------------------
 
@@ -394,6 +424,10 @@ class Store:
                 "@" in ref and any(_env_matches(s, ref) for s in snapshots)):
             env_part, selector = ref, ""  # a prefix path may hold an '@'
         by_env = _one_env(env_part, [s for s in snapshots if _env_matches(s, env_part)])
+        if selector == "latest" or not selector or selector.startswith("-"):
+            # restore/undo's snapshots of the env they replace are not what `ENV` means:
+            # after a failed restore, `restore ENV` again must restore what was asked
+            by_env = [s for s in by_env if not s.taken_before_replace] or by_env
         if not selector:
             if by_env:
                 return by_env[0]
@@ -502,7 +536,8 @@ def parse_manifest(path: Path) -> SnapshotInfo:
     if d["id"] != manifest_id(d) and not _legacy_id(d):
         raise ValueError("its fields do not match its id (edited or damaged)")
     objects = d["objects"]
-    if sorted(objects) != sorted(STATE_PARTS) or not all(map(is_hash, objects.values())):
+    if sorted(set(objects) - set(OPTIONAL_PARTS)) != sorted(STATE_PARTS) or \
+            not all(map(is_hash, objects.values())):
         raise ValueError("names objects that are not object ids")
     if not all(map(is_hash, d["pins"])) or not (d["parent"] is None or is_hash(d["parent"])):
         raise ValueError("names pins or a parent that are not sha256 ids")

@@ -47,6 +47,7 @@ examples:
                    help="refuse the archive unless a key listed in FILE signed it")
     add_output_options(p)
     p.set_defaults(func=cmd_unpack)
+    register_schedule(sub)
 
 
 def _env_prefix(rt: Runtime, args: argparse.Namespace) -> Path:
@@ -106,3 +107,80 @@ def cmd_unpack(rt: Runtime, args: argparse.Namespace) -> int:
         return 0
     rt.out("package set differs from the packed env: " + "; ".join(r.differences))
     return 1
+
+
+def register_schedule(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = verb_parser(sub, "schedule", "Back up every env daily: a systemd user timer or a crontab "
+                    "line.", """
+install writes a systemd user timer where systemd runs, else one crontab line; both run
+`conda-safeguard backup --all -q` (quiet unless something fails). Installing twice changes
+nothing; remove takes away exactly what install added.
+examples:
+  conda-safeguard schedule install --dry-run       print what would be installed
+  conda-safeguard schedule install --at 02:30
+  conda-safeguard schedule status                  what is installed, the last run, envs never
+                                                   snapshotted
+  conda-safeguard schedule remove""")
+    p.add_argument("action", choices=("install", "remove", "uninstall", "status"))
+    p.add_argument("--backend", choices=("auto", "systemd", "cron"), default="auto",
+                   help="auto: systemd when it is the init system, else cron")
+    p.add_argument("--at", metavar="HH:MM", help="time of day (default 03:17)")
+    p.add_argument("--dry-run", action="store_true", help="print what would change; change nothing")
+    add_output_options(p)
+    p.set_defaults(func=cmd_schedule)
+
+
+def cmd_schedule(rt: Runtime, args: argparse.Namespace) -> int:
+    from .. import schedule as sch
+
+    if args.action == "status":
+        return _schedule_status(rt, args)
+    if args.action == "install":
+        job = sch.Job.current(at=args.at, root_prefix=rt.locator.root_prefix)
+        out = sch.install(job, args.backend, dry_run=args.dry_run)
+    else:
+        out = sch.remove(args.backend, dry_run=args.dry_run)
+    if rt.json:
+        rt.emit_json({"action": args.action, "backend": out.backend, "changed": out.changed,
+                      "dry_run": args.dry_run, "files": out.files,
+                      "commands": [" ".join(c) for c in out.commands], "text": out.text,
+                      "notes": out.notes})
+        return 0
+    if args.dry_run:
+        if args.action == "install":
+            rt.out(out.text.rstrip("\n"))
+        what = "would change" if out.changed else "nothing to change"
+        rt.info(f"dry run ({out.backend}): {what}; " +
+                "; ".join(f"would run `{' '.join(c)}`" for c in out.commands))
+        return 0
+    verb = {"install": "installed", "remove": "removed", "uninstall": "removed"}[args.action]
+    if not out.changed:
+        rt.out(f"schedule already {verb} ({out.backend}): nothing changed")
+    else:
+        where = ", ".join(out.files) if out.files else "your crontab"
+        rt.out(f"schedule {verb} ({out.backend}): {where}")
+    for note in out.notes:
+        rt.info(f"note: {note}")
+    return 0
+
+
+def _schedule_status(rt: Runtime, args: argparse.Namespace) -> int:
+    from .. import schedule as sch
+    from ..exceptions import SafeguardError
+
+    backend, what = sch.installed(args.backend)
+    try:
+        store = rt.store(create=False)
+        snapshotted = {s.prefix for s in store.snapshots()}
+    except SafeguardError:  # no store yet: nothing was ever backed up
+        store, snapshotted = None, set()
+    run = sch.last_backup_all(store)
+    never = [str(p) for p in rt.locator.all_envs() if str(p) not in snapshotted]
+    if rt.json:
+        rt.emit_json({"backend": backend, "installed": what, "last_run": run,
+                      "never_snapshotted": never})
+        return 0
+    rt.out(f"schedule ({backend}): {what or 'not installed'}")
+    rt.out(sch.describe_last_run(run))
+    rt.out(f"envs never snapshotted: {len(never)}" + "".join(f"\n  {p}" for p in never))
+    return 0

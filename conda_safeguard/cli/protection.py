@@ -136,8 +136,10 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
         prefixes = [_prefix(rt, args)]
     else:
         prefixes = rt.locator.all_envs()
+    store = None
     try:
-        snapshots = rt.store(create=False).snapshots()
+        store = rt.store(create=False)
+        snapshots = store.snapshots()
     except SafeguardError:  # no store yet: nothing snapshotted, which status reports
         snapshots = []
     rows: list[dict[str, Any]] = []
@@ -154,14 +156,35 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
             "latest_snapshot": latest.id if latest else None,
             "latest_created": latest.created if latest else None,
         })
+    from .restoring import pending_restores
+
+    interrupted = pending_restores(rt, prefixes[0] if len(prefixes) == 1 and (
+        args.env or args.name or args.prefix) else None)
+    for p in interrupted:
+        row = next((r for r in rows if r["prefix"] == str(p.target)), None)
+        if row is None:  # nothing at the path: the env is only in the kept old folder
+            row = {"env": p.target.name, "prefix": str(p.target), "protected": None,
+                   "mark": None, "frozen": False, "latest_snapshot": None,
+                   "latest_created": None}
+            rows.append(row)
+        row["interrupted_restore"] = {"snapshot": p.journal.snapshot, "step": p.journal.phase,
+                                      "kept_old": p.kept_old, "running": p.running}
     if rt.json:
         rt.emit_json(rows)
         return 0
+    for p in interrupted:
+        rt.info(f"conda-safeguard: {p.describe()}.")
     for r in rows:
         flags = ["protected" if r["protected"] else "unprotected"]
+        if r.get("interrupted_restore"):
+            flags.append("INTERRUPTED RESTORE")
         if r["frozen"]:
             flags.append("frozen")
         snap = f"last snapshot {r['latest_snapshot'][:10]} {r['latest_created'][:19]}Z" \
             if r["latest_snapshot"] else "no snapshot"
         rt.out(f"{r['env']:<24} {', '.join(flags):<22} {snap}   {r['prefix']}")
+    if not (args.env or args.name or args.prefix):  # the whole picture: add the last run
+        from ..schedule import describe_last_run, last_backup_all
+
+        rt.out(describe_last_run(last_backup_all(store)))
     return 0

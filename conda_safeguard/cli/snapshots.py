@@ -99,6 +99,8 @@ examples:
 
 
 def cmd_backup(rt: Runtime, args: argparse.Namespace) -> int:
+    import sys
+
     from ..exceptions import SafeguardError, StoreError, UsageError
 
     if args.all and (args.name or args.prefix):
@@ -113,13 +115,21 @@ def cmd_backup(rt: Runtime, args: argparse.Namespace) -> int:
             if not args.all or isinstance(e, StoreError):
                 raise  # a store that cannot be used fails every env alike: say it once
             failures.append((prefix, str(e)))
-            rt.info(f"skipped {prefix}: {e}")
+            # an error, not a routine line: -q never hides it
+            print(f"conda-safeguard: skipped {prefix}: {e}", file=sys.stderr)
+    if args.all:
+        from ..schedule import record_backup_all
+
+        created = sum(r.created for r in results)
+        record_backup_all(rt.store(), envs=len(prefixes), created=created,
+                          unchanged=len(results) - created,
+                          failed=[(str(p), e) for p, e in failures], reason=args.reason)
     if rt.json:
         rt.emit_json({"snapshots": [
             {"id": r.snapshot.id, "env": r.snapshot.env_name, "prefix": r.snapshot.prefix,
              "created": r.created, "bytes_added": r.bytes_added} for r in results],
             "failed": [{"prefix": str(p), "error": e} for p, e in failures]})
-    else:
+    elif not rt.quiet:  # -q: only the failures above
         for r in results:
             verb = "snapshot" if r.created else "unchanged, latest snapshot"
             counts = r.snapshot.counts
@@ -169,6 +179,10 @@ def cmd_list(rt: Runtime, args: argparse.Namespace) -> int:
     if args.env:
         wanted = store.resolve(args.env)  # raises a clear error for an unknown env
         snapshots = [s for s in snapshots if s.prefix == wanted.prefix]
+    from .restoring import pending_restores
+
+    for p in pending_restores(rt):
+        rt.info(f"conda-safeguard: {p.describe()}.")
     present = pinned_names(store)  # one listing of packages/ for all snapshots
     offline = {s.id: offline_restorable(store, s, present) for s in snapshots}
     if rt.json:
