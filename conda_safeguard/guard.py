@@ -80,7 +80,7 @@ def write_mark(prefix: Path, protected: bool) -> None:
 
 def protection(rt: Runtime, prefix: Path) -> bool:
     is_base = rt.locator.root_prefix is not None and \
-        os.path.abspath(prefix) == os.path.abspath(rt.locator.root_prefix)
+        os.path.realpath(prefix) == os.path.realpath(rt.locator.root_prefix)
     try:
         mark = read_mark(prefix)
     except SafeguardError as e:
@@ -91,6 +91,9 @@ def protection(rt: Runtime, prefix: Path) -> bool:
 
 
 def make_target(rt: Runtime, prefix: Path, effect: Effect, why: str = "") -> Target:
+    # a symlink to an env (`ln -s envs/important quick-tmp`) is that env: its name decides
+    # protection and CONDA_SAFEGUARD_ALLOW, never the link's
+    prefix = Path(os.path.realpath(prefix))
     exists = is_env(prefix)
     return Target(name=rt.locator.short_name(prefix), prefix=str(prefix), effect=effect,
                   exists=exists, protected=exists and protection(rt, prefix), why=why,

@@ -80,6 +80,9 @@ def canonical_command(run_for_name: str, args: Any, argv: list[str]) -> str:
         return "env_remove"
     if run_for_name == "create" and words[:1] == ["env"]:
         return "env_create"
+    if run_for_name == "env_vars":  # `env config vars set|unset` change it; `list` reads
+        func = str(getattr(args, "func", ""))
+        return "env_vars" if func.endswith(("execute_set", "execute_unset")) else "env_vars_list"
     if run_for_name == "install" and getattr(args, "revision", None) not in (None, ""):
         return "install_revision"
     return run_for_name
@@ -138,6 +141,14 @@ def _rename_destination(args: Any) -> Path | None:
     return Path(PrefixData.from_name(dest).prefix_path)
 
 
+def has_post_solve() -> bool:
+    """conda >= 24.x shows plugins its solve (postsolve.py); older conda needs our estimate of
+    what a remove prunes."""
+    from conda.plugins import hookspec
+
+    return hasattr(hookspec.CondaSpecs, "conda_post_solves")
+
+
 def targets_for(rt: Runtime, command: str, args: Any, context: Any, argv: list[str]
                 ) -> list[Target]:
     from .guard import make_target
@@ -158,7 +169,8 @@ def targets_for(rt: Runtime, command: str, args: Any, context: Any, argv: list[s
         revision_removes_packages=command == "install_revision"
         and revision_removes_packages(prefix, str(args.revision)),
         empties_env=command == "remove" and not getattr(args, "all", False)
-        and removes_every_package(prefix, tuple(getattr(args, "package_names", None) or ())),
+        and removes_every_package(prefix, tuple(getattr(args, "package_names", None) or ()),
+                                  prune=not has_post_solve()),
     )
     out = []
     for role, effect, why in effects:

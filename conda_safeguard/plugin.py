@@ -20,6 +20,11 @@ except ImportError:  # pragma: no cover - conda < 24.3: no settings; older: fewe
     CondaHealthCheck = None  # type: ignore[assignment,misc]
     CondaSetting = None  # type: ignore[assignment,misc]
 
+try:  # conda >= 24.x: plugins see the solver's result
+    from conda.plugins.types import CondaPostSolve
+except ImportError:  # pragma: no cover - older conda: the pre-command estimates it
+    CondaPostSolve = None  # type: ignore[assignment,misc]
+
 from .constants import RUN_FOR
 
 if TYPE_CHECKING:
@@ -56,6 +61,19 @@ def conda_pre_commands() -> Iterable[CondaPreCommand]:
     yield CondaPreCommand(name="safeguard", action=_pre_command, run_for=set(RUN_FOR))
 
 
+def _post_solve(repodata_fn: str, unlink_precs: Any, link_precs: Any) -> None:
+    from .postsolve import post_solve
+
+    post_solve(unlink_precs, link_precs)
+
+
+@hookimpl
+def conda_post_solves() -> Iterable[Any]:
+    if CondaPostSolve is None:
+        return
+    yield CondaPostSolve(name="safeguard", action=_post_solve)
+
+
 @hookimpl
 def conda_subcommands() -> Iterable[CondaSubcommand]:
     yield CondaSubcommand(
@@ -90,5 +108,5 @@ def conda_health_checks() -> Iterable[Any]:
         summary="Integrity of the conda-safeguard snapshot store")
 
 
-__all__ = ["conda_health_checks", "conda_pre_commands", "conda_settings",
+__all__ = ["conda_health_checks", "conda_post_solves", "conda_pre_commands", "conda_settings",
            "conda_subcommands"]

@@ -138,7 +138,8 @@ def matches_any(name: str, patterns: list[str]) -> bool:
 
 
 #: Canonical command names (conda's `run_for` names, plus the forms conda folds into them).
-MUTATING_COMMANDS = frozenset({"install", "update", "remove", "env_update", "install_revision"})
+MUTATING_COMMANDS = frozenset({"install", "update", "remove", "env_update", "install_revision",
+                               "env_vars"})
 DESTRUCTIVE_COMMANDS = frozenset({"remove", "env_remove", "create", "env_create", "rename",
                                   "install_revision"})
 
