@@ -46,6 +46,7 @@ from .exceptions import (
 from .fs import atomic_write, file_lock
 from .prefix import CondaRecord, PipDist
 from .snapshot import EnvState, SnapshotInfo, canonical_json, manifest_id
+from .suggest import plural
 from .suggest import safeguard as _sg
 
 #: Fewest characters of a snapshot id that `resolve` accepts (shorter ones match too much).
@@ -439,7 +440,7 @@ class Store:
         if selector.startswith("-") and selector[1:].isdigit():
             n = int(selector[1:])
             if n >= len(by_env):
-                raise SnapshotNotFoundError(ref, f" ({env_part} has {len(by_env)} snapshots)")
+                raise SnapshotNotFoundError(ref, f" ({env_part} has {plural(len(by_env), 'snapshot')})")
             return by_env[n]
         return self._by_id_prefix(by_env, selector)
 

@@ -222,7 +222,7 @@ def populated(make_env, capsys, store_root: Path) -> Path:
     (["backup", "--all", "-n", "good"], ["Give --all or an env"]),
     (["show", "0000deadbeef"], ["No snapshot matches '0000deadbeef'", "conda-safeguard list"]),
     (["show", "ghost@latest"], ["no snapshots of an env called 'ghost'"]),
-    (["show", "good@-5"], ["good has 1 snapshots"]),
+    (["show", "good@-5"], ["good has 1 snapshot)"]),
     (["diff", "nope"], ["No snapshot matches 'nope'"]),
     (["list", "ghost"], ["No snapshot matches 'ghost'"]),
     (["prune", "ghost"], ["No snapshot matches 'ghost'"]),
