@@ -113,7 +113,7 @@ class PackageSet:
 
     def shadowed(self) -> list[tuple[Package, Package]]:
         """(conda package, pip dist) pairs where pip installed over a conda package's name, e.g.
-        `pip install -U requests` in a conda env: Python imports pip's, conda still lists its own."""
+        `pip install -U requests` in a conda env: Python imports pip's, conda lists its own."""
         by_norm = {norm_name(n): p for n, p in self.conda.items()}
         return [(by_norm[norm_name(n)], p) for n, p in sorted(self.pip.items())
                 if norm_name(n) in by_norm]

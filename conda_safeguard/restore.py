@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,14 +26,21 @@ from .constants import FROZEN_MARK, PROTECT_MARK
 from .exceptions import SafeguardError
 from .installers import Installer, InstallJob, PackageFile, choose_installer, dist_name, fix_records
 from .pins import existing_pin, file_matches, find_pkgs_dirs, tarball_for, url_path
-from .pip_restore import PipStep, install_pip, pip_steps
+from .pip_restore import (
+    PipPolicy,
+    PipStep,
+    expected_state,
+    install_pip,
+    loss_problem,
+    pip_plan,
+)
+from .pip_restore import describe as describe_pip
 from .prefix import CondaRecord, is_env
 from .render import environment_yml, ordered_for_install
 from .snapshot import EnvState, SnapshotInfo, host_platform
 from .store import Store
 from .suggest import safeguard as _sg
 from .transaction import (
-    STAGING_INFIX,
     exchange,
     finish,
     lock_dir,
@@ -151,12 +157,7 @@ class RestorePlan:
             r = p.record
             src = str(p.path) if p.path else (r.url if p.kind == "channel" else "-")
             out.append(f"    {r.name:<24} {r.version:<12} {r.build:<18} {p.kind:<9} {src}")
-        if self.pip:
-            out.append(f"  pip:       {sum(s.action == 'install' for s in self.pip)} to reinstall "
-                       f"with {self.target}/bin/python -m pip install --no-deps")
-            for s in self.pip:
-                out.append(f"    {s.dist.name:<24} {' '.join(s.args)}"
-                           + (f"   SKIPPED: {s.why}" if s.action == "skip" else ""))
+        out += describe_pip(self.pip, self.target)
         extras = _meta_summary(self.state)
         if extras:
             out.append(f"  also:      {extras}")
@@ -239,7 +240,8 @@ def plan_restore(store: Store, info: SnapshotInfo, target: Path, *, offline: boo
                  solve: bool = False, pkgs_dirs: list[Path] | None = None,
                  installer: Installer | None | str = "auto", state: EnvState | None = None,
                  host: str | None = None, progress: Progress | None = None,
-                 root_prefix: Path | None = None) -> RestorePlan:
+                 root_prefix: Path | None = None,
+                 pip_policy: PipPolicy | None = None) -> RestorePlan:
     """What restoring `info` into `target` would do. Changes nothing. Refuses a target that is
     a conda installation (base, a root prefix) rather than an env."""
     target = Path(os.path.abspath(target))
@@ -267,7 +269,8 @@ def plan_restore(store: Store, info: SnapshotInfo, target: Path, *, offline: boo
         packages.append(found)
     plan = RestorePlan(info=info, state=state, target=target, replaces=replaces,
                        method="explicit", installer=tool, packages=packages,
-                       pip=pip_steps(state, offline), offline=offline, pkgs_dirs=dirs,
+                       pip=pip_plan(state, target if replaces else None, offline, pip_policy),
+                       offline=offline, pkgs_dirs=dirs,
                        platform=host, notes=notes)
     foreign = sorted({r.subdir for r in state.packages if r.subdir not in ("", "noarch", host)})
     missing = [p.record.dist_str for p in packages if p.kind == "missing"]
@@ -297,10 +300,9 @@ def plan_restore(store: Store, info: SnapshotInfo, target: Path, *, offline: boo
             plan.problems.append(f"{tool.name} cannot solve; install conda to restore this.")
         if not info.channels:
             plan.problems.append("the snapshot names no channel to solve from.")
-    if not plan.pip:
-        return plan
-    if any(s.action == "skip" for s in plan.pip):
-        plan.notes.append("some pip packages cannot be reinstalled; they are listed above")
+    pip_loss = loss_problem(plan.pip)  # refused before anything is touched
+    if pip_loss:
+        plan.problems.append(pip_loss)
     return plan
 
 
@@ -320,7 +322,7 @@ class RestoreResult:
 
     @property
     def ok(self) -> bool:
-        return self.report.identical and all(s.done for s in self.pip)
+        return self.report.identical and all(s.settled for s in self.pip)
 
     def to_dict(self) -> dict[str, Any]:
         return {"target": str(self.plan.target), "verdict": self.report.verdict,
@@ -390,10 +392,11 @@ def _replace(plan: RestorePlan, store: Store, say: Progress, before: str | None,
              ) -> RestoreResult:
     target, tool = plan.target, plan.installer
     assert tool is not None
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}{STAGING_INFIX}", dir=target.parent))
     journal = new_journal(target, in_place=tool.in_place, replaces=plan.replaces,
-                          staging=staging, snapshot=plan.info.id, before=before)
+                          snapshot=plan.info.id, before=before)
     journal.save()
+    staging = Path(journal.staging)
+    staging.mkdir(mode=0o700)
     old = Path(journal.old_path) if journal.old_path else None
     build = Path(journal.new_path)
     step = "preparing"
@@ -437,10 +440,10 @@ def _replace(plan: RestorePlan, store: Store, say: Progress, before: str | None,
                 os.rename(build, target)
         journal.set("swapped")
         step = "reinstalling pip packages"
-        pip_note = install_pip(target, plan.pip, offline=plan.offline, progress=say)
+        pip_note = install_pip(target, plan.pip, offline=plan.offline, progress=say, old=old)
         step = "verifying"
         say(f"verifying {target} against snapshot {plan.info.short_id}")
-        report = verify(target, plan.state)
+        report = verify(target, expected_state(plan.state, plan.pip))
         result = RestoreResult(plan, report, plan.pip, pip_note, carried=carried)
         if old is not None and not result.ok:  # never trade a working env for a different one
             roll_back(journal, say)

@@ -12,6 +12,7 @@ from .snapshot import SnapshotInfo
 from .pins import PACKAGE_EXTS
 from .store import Store, is_hash
 from .storecheck import remove_temp_files
+from .storeperm import owned_by_me
 from .suggest import safeguard as _sg
 
 
@@ -55,13 +56,14 @@ class PruneReport:
     bytes_freed: int = 0
     removed_envs_skipped: list[str] = field(default_factory=list)
     temp_removed: int = 0  # temp files of killed runs
+    others_kept: int = 0  # a team store's snapshots of other users (never pruned by us)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "forgotten": [s.id for s in self.forgotten], "kept": self.kept,
             "objects_removed": self.objects_removed, "packages_removed": self.packages_removed,
             "bytes_freed": self.bytes_freed, "removed_envs_skipped": self.removed_envs_skipped,
-            "temp_removed": self.temp_removed,
+            "temp_removed": self.temp_removed, "others_kept": self.others_kept,
         }
 
 
@@ -86,7 +88,15 @@ def prune(store: Store, policy: RetentionPolicy, *, prefixes: list[str] | None =
         for s in snapshots:
             by_prefix.setdefault(s.prefix, []).append(s)
         forgotten_ids: set[str] = set()
+        if store.shared:  # a team store: each member forgets only their own snapshots
+            mine = {s.id for s in snapshots if owned_by_me(store.root / "snapshots"
+                                                            / f"{s.id}.json")}
+            report.others_kept = len(snapshots) - len(mine)
+            report.kept += report.others_kept
+            by_prefix = {p: [s for s in group if s.id in mine] for p, group in by_prefix.items()}
         for prefix, group in by_prefix.items():
+            if not group:
+                continue
             named = prefixes is not None and prefix in prefixes
             if prefixes is not None and not named:
                 report.kept += len(group)

@@ -20,12 +20,14 @@ used. Only prune deletes, and only under the exclusive lock.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import json
 import logging
 import os
 import re
+import stat
 import zlib
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -43,6 +45,7 @@ from .exceptions import (
     StoreFormatError,
 )
 from .fs import atomic_write, file_lock
+from .storeperm import Modes, check_inner, check_tree, is_secret_name, make_dirs, read_file
 from .prefix import CondaRecord, PipDist
 from .snapshot import EnvState, SnapshotInfo, canonical_json, manifest_id
 from .suggest import safeguard as _sg
@@ -90,24 +93,34 @@ def prefix_key(prefix: str | Path) -> str:
 
 
 class Store:
-    def __init__(self, root: Path, warn: Callable[[str], None] | None = None) -> None:
+    def __init__(self, root: Path, warn: Callable[[str], None] | None = None, *,
+                 shared: bool = False, shared_secrets: bool = False) -> None:
         self.root = root
         # damage met while reading is said through this (the CLI prints it on stderr)
         self.warn: Callable[[str], None] = warn or (lambda msg: log.warning("%s", msg))
+        self.shared = shared  # a declared team store (storeperm.py)
+        self.shared_secrets = shared_secrets  # a team store may hold secret-looking env vars
+        self.modes = Modes.for_store(shared)
         self._warned_damaged = False
+        self._warned_secrets = False
+        self._dev: int | None = None
 
     # -- opening ------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, root: Path, *, create: bool = True,
-             warn: Callable[[str], None] | None = None) -> Store:
-        """Open (and with `create`, initialise) the store; refuse formats we do not know."""
-        store = cls(root, warn)
+    def open(cls, root: Path, *, create: bool = True, warn: Callable[[str], None] | None = None,
+             shared: bool = False, shared_secrets: bool = False) -> Store:
+        """Open (and with `create`, initialise) the store; refuse formats we do not know, and
+        stores we must not trust (storeperm.py)."""
+        store = cls(root, warn, shared=shared, shared_secrets=shared_secrets)
         config_path = root / "config"
         try:
-            raw = config_path.read_bytes()
+            check_tree(root, shared=shared, warn=store.warn)
+            raw = read_file(config_path)
         except FileNotFoundError:
-            if has_data(root):  # damage, not emptiness: never paper over it with a new config
+            # damage, not emptiness: never paper over it with a new config (but a racing
+            # first backup may have written config and objects since we looked)
+            if has_data(root) and not config_path.exists():
                 raise DamagedConfigError(
                     f"The store at {root} has snapshots but its config file is missing. Nothing "
                     f"was written. Run `{_sg('check', '--repair')}` to rewrite it.") from None
@@ -139,23 +152,44 @@ class Store:
 
     def _initialise(self) -> None:
         try:
-            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # parents made here must not be group/other-writable, whatever the umask
+            make_dirs(self.root.parent, 0o755 if self.shared else 0o700)
+            make_dirs(self.root, self.modes.folder)
             for sub in ("objects", "snapshots", "packages", "cache"):
-                (self.root / sub).mkdir(exist_ok=True, mode=0o700)
+                # a team store's snapshots/ is sticky: each member deletes only their own
+                self._mkdir(self.root / sub, sticky=self.shared and sub == "snapshots")
             config = {"format": C.STORE_FORMAT, "created": _now(), "tool": C.APP_NAME}
             config_path = self.root / "config"
             if not config_path.exists():
-                atomic_write(config_path, json.dumps(config, indent=2).encode() + b"\n")
+                atomic_write(config_path, json.dumps(config, indent=2).encode() + b"\n",
+                             mode=self.modes.file)
         except PermissionError:
             raise StoreError(f"Cannot create the snapshot store at {self.root}: permission "
                              "denied. Set CONDA_SAFEGUARD_HOME to a folder you can write."
                              ) from None
+        except OSError as e:  # disk full, read-only filesystem: one clear line, no traceback
+            raise StoreError(f"Cannot create the snapshot store at {self.root}: "
+                             f"{e.strerror or e}. Free space there or set CONDA_SAFEGUARD_HOME "
+                             "to another folder.") from None
+
+    def _mkdir(self, path: Path, *, sticky: bool = False) -> None:
+        """A folder inside the store, made with the store's mode; an existing one is checked
+        (never a symlink, never another filesystem)."""
+        mode = self.modes.folder | (stat.S_ISVTX if sticky else 0)
+        try:
+            path.mkdir(mode=mode)
+        except FileExistsError:
+            if self._dev is None:
+                self._dev = os.stat(self.root).st_dev
+            check_inner(path, self._dev, shared=self.shared)
+            return
+        os.chmod(path, mode)  # mkdir's mode passes through the umask
 
     # -- locks ----------------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def shared_lock(self) -> Iterator[None]:
-        with file_lock(self.root / "lock", exclusive=False):
+        with file_lock(self.root / "lock", exclusive=False, mode=self._lock_mode):
             yield
 
     @contextlib.contextmanager
@@ -164,7 +198,8 @@ class Store:
         mounted backup medium) cannot hold a lock file, and nothing can prune it either: it is
         read without one."""
         try:
-            os.close(os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o600))
+            os.close(os.open(self.root / "lock", os.O_RDWR | os.O_CREAT
+                             | getattr(os, "O_NOFOLLOW", 0), self._lock_mode))
         except OSError as e:
             if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
                 raise
@@ -175,16 +210,22 @@ class Store:
 
     @contextlib.contextmanager
     def exclusive_lock(self) -> Iterator[None]:
-        with file_lock(self.root / "lock", exclusive=True):
+        with file_lock(self.root / "lock", exclusive=True, mode=self._lock_mode):
             yield
 
     @contextlib.contextmanager
     def env_lock(self, prefix: str | Path) -> Iterator[None]:
         """Serialises the compare-and-write of one env's snapshots."""
+        self._mkdir(self.root / "cache")
         locks = self.root / "cache" / "locks"
-        locks.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with file_lock(locks / f"{prefix_key(prefix)}.lock", exclusive=True, quiet=True):
+        self._mkdir(locks)
+        with file_lock(locks / f"{prefix_key(prefix)}.lock", exclusive=True, quiet=True,
+                       mode=self._lock_mode):
             yield
+
+    @property
+    def _lock_mode(self) -> int:
+        return 0o660 if self.shared else 0o600
 
     # -- objects ----------------------------------------------------------------------------------
 
@@ -206,16 +247,18 @@ class Store:
             # Dedup must not hand a damaged object to a new snapshot: we hold the right bytes,
             # so write them again (an object has one right content: nothing is lost).
             self.warn(f"store object {oid[:16]} was damaged; rewrote it from the env")
-        path.parent.mkdir(exist_ok=True, mode=0o700)
+        self._mkdir(path.parent)
         compressed = zlib.compress(data, 6)
-        atomic_write(path, compressed)
+        atomic_write(path, compressed, mode=self.modes.file)
         return oid, len(compressed)
 
     def get_object(self, oid: str) -> bytes:
         try:
-            compressed = self._object_path(oid).read_bytes()
+            compressed = read_file(self._object_path(oid))
         except FileNotFoundError:
             raise CorruptObjectError(oid, "missing") from None
+        except OSError as e:  # a symlink (ELOOP), a folder, unreadable
+            raise CorruptObjectError(oid, f"cannot be read: {e.strerror or e}") from None
         try:
             data = zlib.decompress(compressed)
         except zlib.error:
@@ -240,24 +283,45 @@ class Store:
     def stray_objects(self) -> list[str]:
         """Files under objects/ that no object write made (not temp files): never ours to use
         or delete."""
-        return [f"objects/{fan}/{name}" for fan, name in self._object_entries()
-                if not name.startswith(".tmp-") and not (is_hash(name) and name[:2] == fan)]
+        out = [f"objects/{fan}/{name}" for fan, name in self._object_entries()
+               if not name.startswith(".tmp-") and not (is_hash(name) and name[:2] == fan)]
+        objects = self.root / "objects"
+        if objects.is_dir() and not objects.is_symlink():
+            out += [f"objects/{p.name} (a symlink: never followed)"
+                    for p in sorted(objects.iterdir()) if p.is_symlink()]
+        return out
 
     def _object_entries(self) -> Iterator[tuple[str, str]]:
         objects = self.root / "objects"
         if not objects.is_dir() or objects.is_symlink():
             return
         for fan in sorted(objects.iterdir()):
-            if fan.is_dir() and not fan.is_symlink():
+            if fan.is_dir() and not fan.is_symlink():  # a symlink would lead prune elsewhere
                 for p in sorted(fan.iterdir()):
-                    yield fan.name, p.name
+                    if not p.is_symlink():
+                        yield fan.name, p.name
+                    elif not p.name.startswith(".tmp-"):
+                        yield fan.name, f"{p.name} (a symlink)"
 
     # -- state <-> objects ---------------------------------------------------------------------
 
-    @staticmethod
-    def state_parts(state: EnvState) -> dict[str, bytes]:
+    def state_parts(self, state: EnvState) -> dict[str, bytes]:
         """The state's parts as the bytes of their objects (part -> bytes; id = its sha256).
+
+        A team store leaves out env vars that look like credentials (unless
+        safeguard_shared_store_secrets allows them): every member can read the store.
         `config` only when the env has some, so envs without it keep their snapshot ids."""
+        if self.shared and not self.shared_secrets:
+            secret = sorted(k for k in state.variables if is_secret_name(k))
+            if secret:
+                if not self._warned_secrets:
+                    self._warned_secrets = True
+                    self.warn(f"not keeping env var(s) {', '.join(secret)} in the team store "
+                              f"{self.root} (they look like credentials; a restore will lack "
+                              "them). Set plugins.safeguard_shared_store_secrets: true to keep "
+                              "them.")
+                state = dataclasses.replace(state, variables={
+                    k: v for k, v in state.variables.items() if k not in secret})
         config = {"config": canonical_json(state.config)} if state.config else {}
         return {**config,
             "packages": canonical_json([r.to_dict() for r in state.packages]),
@@ -332,7 +396,7 @@ class Store:
         data = json.dumps(info.to_dict(), indent=1, sort_keys=True).encode() + b"\n"
         path = self._manifest_path(info.id)
         try:
-            atomic_write(path, data)
+            atomic_write(path, data, mode=self.modes.file)
         except BaseException:
             # After the rename atomic_write fails only if the folder cannot be synced: take the
             # manifest back, so a backup that reports failure leaves no snapshot behind.
@@ -457,7 +521,7 @@ class Store:
         """The cache's data, or {} when it is missing or fails its checksum: a cache is
         derived, so a bad one costs a re-read, never a wrong snapshot."""
         try:
-            raw = (self.root / "cache" / name).read_bytes()
+            raw = read_file(self.root / "cache" / name)
         except OSError:
             return {}
         data = _unseal_cache(raw)
@@ -468,8 +532,8 @@ class Store:
 
     def write_cache(self, name: str, data: dict[str, Any]) -> None:
         path = self.root / "cache" / name
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        atomic_write(path, _seal_cache(data), durable=False)
+        self._mkdir(path.parent)
+        atomic_write(path, _seal_cache(data), mode=self.modes.file, durable=False)
 
 def _one_env(env: str, matches: list[SnapshotInfo]) -> list[SnapshotInfo]:
     """Snapshots of the one env that `env` names: exact names and prefixes win over folder
@@ -511,7 +575,7 @@ _MANIFEST_FIELDS: dict[str, type | tuple[type, ...]] = {
 def parse_manifest(path: Path) -> SnapshotInfo:
     """The manifest at `path`, checked; ValueError says what is wrong with it."""
     try:
-        raw = path.read_bytes()
+        raw = read_file(path)  # never through a symlink
     except OSError as e:
         raise ValueError(f"cannot be read ({e.strerror})") from None
     try:

@@ -127,7 +127,10 @@ def remove_temp_files(store: Store) -> list[str]:
     removed = []
     for path in temp_files(store):
         if path.is_file() or path.is_symlink():
-            path.unlink()
+            try:
+                path.unlink()
+            except PermissionError:
+                continue  # a team store member's, in a sticky folder: theirs to remove
             removed.append(str(path.relative_to(store.root)))
     return removed
 

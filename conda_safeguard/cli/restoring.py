@@ -1,4 +1,4 @@
-"""Verbs that bring envs back: restore, undo, verify."""
+"""Verbs that bring envs back: restore, undo."""
 
 from __future__ import annotations
 
@@ -71,17 +71,7 @@ examples:
     add_output_options(p)
     p.set_defaults(func=cmd_recover)
 
-    p = verb_parser(sub, "verify", "Check an env file by file against its records or a snapshot.",
-                    """
-Every file conda linked is re-hashed against its package's recorded sha256; with SNAPSHOT the
-package set is compared too. Exit status 1 when anything differs.
-examples:
-  conda-safeguard verify -n myenv
-  conda-safeguard verify -n myenv myenv@-1""")
-    add_env_options(p)
-    p.add_argument("snapshot", nargs="?", help="also compare the package set with this snapshot")
-    add_output_options(p)
-    p.set_defaults(func=cmd_verify)
+    # verify lives in cli/fleet.py with the other checks (exit 0 same, 1 differs, 2 trouble)
 
 
 def _add_restore_options(p: argparse.ArgumentParser) -> None:
@@ -89,6 +79,16 @@ def _add_restore_options(p: argparse.ArgumentParser) -> None:
                    help="never use the network: package files from the store and caches only")
     p.add_argument("--solve", action="store_true",
                    help="solve from the snapshot's environment.yml instead of using package files")
+    pip = p.add_argument_group("pip packages", "Reinstalling runs code from the sources the "
+                               "snapshot recorded: it is shown and needs a y at the terminal or "
+                               "--yes. A package that cannot come back is refused unless named.")
+    pip.add_argument("--drop-pip", metavar="NAME", action="append", default=[],
+                     help="accept that this pip package is lost if it cannot be reinstalled "
+                     "(repeatable)")
+    pip.add_argument("--allow-pip-loss", action="store_true",
+                     help="accept that any pip package that cannot be reinstalled is lost")
+    pip.add_argument("--no-pip", action="store_true",
+                     help="restore the conda packages only: no pip package is reinstalled")
     add_confirm_options(p)
     add_output_options(p)
 
@@ -104,12 +104,38 @@ def _target(rt: Runtime, args: argparse.Namespace, info: SnapshotInfo) -> Path:
 
 def _plan(rt: Runtime, args: argparse.Namespace, info: SnapshotInfo, target: Path) -> RestorePlan:
     from ..pins import find_pkgs_dirs
+    from ..pip_restore import PipPolicy
     from ..restore import plan_restore
 
+    policy = PipPolicy(drop=args.drop_pip, allow_loss=args.allow_pip_loss, no_pip=args.no_pip)
     return plan_restore(rt.store(create=False), info, target, offline=args.offline,
                         solve=args.solve,
                         pkgs_dirs=find_pkgs_dirs(rt.locator.condarc, rt.locator.root_prefix),
-                        progress=rt.info, root_prefix=rt.locator.root_prefix)
+                        progress=rt.info, root_prefix=rt.locator.root_prefix,
+                        pip_policy=policy)
+
+
+def _consent_to_pip(rt: Runtime, args: argparse.Namespace, plan: RestorePlan) -> None:
+    """pip runs code from the snapshot's recorded sources (setup.py, build backends, a folder
+    anyone could have written to): shown in the plan, then a y at the terminal or --yes."""
+    from ..exceptions import RefusedError
+    from ..guard import detect_interactive
+    from ..pip_restore import needs_consent
+
+    runs = needs_consent(plan.pip)
+    if not runs or args.yes:
+        return
+    if not detect_interactive() or rt.json:
+        raise RefusedError(
+            f"Refusing to run pip for {len(runs)} package{'s' if len(runs) > 1 else ''} from "
+            "the sources the snapshot recorded without consent: pip runs their build code. "
+            f"{'--json was given' if rt.json else 'There is no terminal'}; nothing was changed. "
+            "Review the commands with --dry-run, then pass --yes to run them, or --no-pip to "
+            "restore without pip packages.")
+    if not confirm_yn(f"Run these {len(runs)} pip commands (code from the recorded sources "
+                      "runs)? [y/N] "):
+        raise RefusedError("Aborted: nothing was changed. --no-pip restores without pip "
+                           "packages.")
 
 
 def _confirm_replace(rt: Runtime, args: argparse.Namespace, plan: RestorePlan,
@@ -212,9 +238,17 @@ def _report(rt: Runtime, plan: RestorePlan, result: RestoreResult, before: Guard
         rt.out(f"  {line}")
     if result.pip_note:  # no interpreter: one note lists every line
         rt.out(f"  {result.pip_note}")
+    if result.pip:
+        kept = sum(s.action == "keep" and s.done for s in result.pip)
+        ran = sum(s.action == "run" and s.done for s in result.pip)
+        dropped = sum(s.action == "drop" for s in result.pip)
+        rt.out(f"  pip: {len(result.pip)} packages: {kept} kept, {ran} reinstalled, "
+               f"{dropped} dropped as allowed")
     for s in result.pip:
-        if s.action == "skip" or (not s.done and not result.pip_note):
-            rt.out(f"  pip {s.dist.name} NOT reinstalled: {s.why or s.error} "
+        if s.action == "drop":
+            rt.out(f"  pip {s.dist.name}=={s.dist.version} dropped: {s.why}")
+        elif not s.done and not result.pip_note:
+            rt.out(f"  pip {s.dist.name} NOT reinstalled: {s.error or s.why} "
                    f"({' '.join(s.args)})")
     if taken:
         rt.out(f"  the env it {'would have ' if result.rolled_back else ''}replaced is "
@@ -230,6 +264,8 @@ def cmd_restore(rt: Runtime, args: argparse.Namespace) -> int:
     plan = _plan(rt, args, info, _target(rt, args, info))
     _show_plan(rt, plan)
     before = None
+    if not args.dry_run and not plan.problems:
+        _consent_to_pip(rt, args, plan)
     if not args.dry_run and not plan.problems and plan.replaces:
         before = _confirm_replace(rt, args, plan,
                                   f"replace it with snapshot {info.short_id}",
@@ -250,6 +286,7 @@ def cmd_undo(rt: Runtime, args: argparse.Namespace) -> int:
     _show_plan(rt, plan)
     before = None
     if not args.dry_run and not plan.problems:
+        _consent_to_pip(rt, args, plan)
         before = _confirm_replace(rt, args, plan,
                                   f"undo: return it to snapshot {info.short_id}",
                                   f"before undo: returned to snapshot {info.short_id}")
@@ -275,25 +312,6 @@ def _undo_target(rt: Runtime, args: argparse.Namespace) -> Path:
             f"snapshots: to bring it back as it was last, run `{safeguard('restore', ref)}` "
             f"(snapshot {info.short_id}); `{safeguard('list', ref)}` shows the others."
         ) from None
-
-
-def cmd_verify(rt: Runtime, args: argparse.Namespace) -> int:
-    from ..prefix import require_env
-    from ..verify import verify
-
-    prefix = require_env(resolve_prefix(rt, args))
-    state = None
-    if args.snapshot:
-        store = rt.store(create=False)
-        state = store.load_state(store.resolve(args.snapshot))
-    report = verify(prefix, state, progress=rt.info)
-    if rt.json:
-        rt.emit_json(report.to_dict())
-    else:
-        rt.out(f"{prefix}: {report.verdict} ({report.summary})")
-        for line in report.details():
-            rt.out(f"  {line}")
-    return 0 if report.identical else 1
 
 
 def pending_restores(rt: Runtime, only: Path | None = None) -> list[Pending]:
@@ -328,6 +346,11 @@ def cmd_recover(rt: Runtime, args: argparse.Namespace) -> int:
         except (SafeguardError, OSError) as e:
             row["outcome"], row["error"], code = "failed", str(e), 1
         rows.append(row)
+    if only is not None and not rows:  # no journal: still sweep what a kill left beside it
+        try:
+            recover(only, lock_dir(rt.store_path), rt.info)
+        except TargetBusyError as e:
+            rt.info(str(e))
     if rt.json:
         rt.emit_json(rows)
         return code

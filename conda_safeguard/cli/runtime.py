@@ -49,7 +49,9 @@ class Runtime:
 
     def store(self, *, create: bool = True) -> Store:
         if self._store is None:
-            self._store = Store.open(self.store_path, create=create, warn=self.warn)
+            self._store = Store.open(self.store_path, create=create, warn=self.warn,
+                                     shared=self.settings.store_shared,
+                                     shared_secrets=self.settings.shared_store_secrets)
         return self._store
 
     def backup(self, prefix: Path, *, reason: str, argv: list[str] | None = None,

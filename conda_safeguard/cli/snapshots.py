@@ -1,4 +1,4 @@
-"""Verbs over snapshots: backup, list, show, diff, check, prune."""
+"""Verbs over snapshots: backup, list, show, check, prune."""
 
 from __future__ import annotations
 
@@ -55,14 +55,7 @@ examples:
     add_output_options(p)
     p.set_defaults(func=cmd_show)
 
-    p = verb_parser(sub, "diff", "What changed between two snapshots, or a snapshot and now.", """
-examples:
-  conda-safeguard diff pytorch@-1            that snapshot vs the env as it is now
-  conda-safeguard diff pytorch@-2 pytorch@-1""")
-    p.add_argument("a", help="snapshot id or ENV[@…]")
-    p.add_argument("b", nargs="?", help="second snapshot (default: the env as it is now)")
-    add_output_options(p)
-    p.set_defaults(func=cmd_diff)
+    # diff lives in cli/fleet.py with the other checks (exit 0 same, 1 differs, 2 trouble)
 
     p = verb_parser(sub, "check", "Re-hash every stored object; report damaged or missing ones.",
                     """
@@ -255,40 +248,6 @@ def cmd_show(rt: Runtime, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_diff(rt: Runtime, args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from ..prefix import require_env
-    from ..snapshot import capture, diff_states
-
-    store = rt.store(create=False)
-    a = store.resolve(args.a)
-    old = store.load_state(a)
-    if args.b:
-        b = store.resolve(args.b)
-        new, new_label = store.load_state(b), b.short_id
-    else:
-        prefix = require_env(Path(a.prefix))
-        new, new_label = capture(prefix), "now"
-    d = diff_states(old, new)
-    if rt.json:
-        rt.emit_json({"from": a.id, "to": new_label, "changes": [c.to_dict() for c in d.changes],
-                      "variables_changed": d.variables_changed, "counts": d.counts()})
-        return 0
-    rt.out(f"{a.env_name}: {a.short_id} -> {new_label}")
-    if not d:
-        rt.out("  no differences")
-    for c in d.changes:
-        mark = {"added": "+", "removed": "-", "changed": "~"}[c.status]
-        kind = "" if c.kind == "conda" else " (pip)"
-        detail = c.new if c.status == "added" else c.old if c.status == "removed" \
-            else f"{c.old} -> {c.new}"
-        rt.out(f"  {mark} {c.name}{kind}  {detail}")
-    for var in d.variables_changed:
-        rt.out(f"  ~ env var {var}")
-    return 0
-
-
 def cmd_check(rt: Runtime, args: argparse.Namespace) -> int:
     from ..exceptions import DamagedConfigError
     from ..store import Store
@@ -296,16 +255,17 @@ def cmd_check(rt: Runtime, args: argparse.Namespace) -> int:
 
     root = rt.store_path
     try:
-        Store.open(root, create=False)  # a missing, unreadable or newer store: its clear error
+        rt.store(create=False)  # a missing, unreadable, untrusted or newer store: its error
     except DamagedConfigError:
         pass  # check runs anyway: a damaged store is when it is needed most
     repaired = []
     if args.repair:
-        with Store(root).exclusive_lock():
+        with Store(root, shared=rt.settings.store_shared).exclusive_lock():
             done = repair_config(root)
             repaired += [done] if done else []
     # Store(), not Store.open(): check must run on a store whose config is damaged.
-    report = check_store(Store(root, lambda _: None))  # it reports damage itself
+    report = check_store(Store(root, lambda _: None,  # check reports damage itself
+                               shared=rt.settings.store_shared))
     report.repaired = repaired
     if rt.json:
         rt.emit_json(report.to_dict())
