@@ -50,7 +50,14 @@ def runtime_from_context() -> Runtime:
     locator = EnvLocator(root_prefix=Path(context.root_prefix),
                          envs_dirs=[Path(d) for d in context.envs_dirs])
     return Runtime(locator=locator, settings=settings_from_mapping(values),
-                   configured_channels=list(context.channels))
+                   configured_channels=list(context.channels),
+                   conda_version=_conda_version())
+
+
+def _conda_version() -> str:
+    from conda import __version__
+
+    return str(__version__)
 
 
 def to_conda_error(error: SafeguardError) -> Exception:
