@@ -50,7 +50,14 @@ def runtime_from_context() -> Runtime:
     locator = EnvLocator(root_prefix=Path(context.root_prefix),
                          envs_dirs=[Path(d) for d in context.envs_dirs])
     return Runtime(locator=locator, settings=settings_from_mapping(values),
-                   configured_channels=list(context.channels))
+                   configured_channels=list(context.channels),
+                   conda_version=_conda_version())
+
+
+def _conda_version() -> str:
+    from conda import __version__
+
+    return str(__version__)
 
 
 def to_conda_error(error: SafeguardError) -> Exception:
@@ -183,6 +190,28 @@ def targets_for(rt: Runtime, command: str, args: Any, context: Any, argv: list[s
 # the action
 
 
+def advise(rt: Runtime, command: str, args: Any, prefix: Path) -> None:
+    """Frozen marker on conda < 25.5, base-install warning, naming lint (advice.py)."""
+    from conda import __version__ as conda_version
+
+    from . import advice
+
+    is_base = rt.locator.root_prefix is not None and prefix == rt.locator.root_prefix
+    refusal = advice.frozen_refusal(command, prefix, rt.locator.short_name(prefix),
+                                    conda_version)
+    if refusal is not None:
+        raise refusal
+    notes = []
+    if rt.settings.warn_base_installs:
+        notes.append(advice.base_install_warning(command, is_base))
+    name = getattr(args, "name", None)
+    if rt.settings.name_lint and command in ("create", "env_create") and name:
+        notes.append(advice.name_lint(os.path.basename(str(name))))
+    for note in notes:
+        if note:
+            print(note, file=sys.stderr)
+
+
 def pre_command(run_for_name: str) -> None:
     """conda's pre-command action. Raises a CondaError to stop the command."""
     from conda.base.context import context
@@ -200,6 +229,7 @@ def pre_command(run_for_name: str) -> None:
         if not rt.settings.enabled:
             return
         command = canonical_command(run_for_name, args, argv)
+        advise(rt, command, args, Path(context.target_prefix))
         targets = targets_for(rt, command, args, context, argv)
         if not any(t.effect is not Effect.NONE for t in targets):
             return

@@ -274,7 +274,6 @@ def cmd_restore(rt: Runtime, args: argparse.Namespace) -> int:
 
 
 def cmd_undo(rt: Runtime, args: argparse.Namespace) -> int:
-    from ..prefix import require_env
     from ..restore import undo_snapshot
     from ..snapshot import capture
 
