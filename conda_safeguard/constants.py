@@ -44,7 +44,8 @@ PROTECT_MARK: Final = "conda-meta/safeguard-protection"
 FROZEN_MARK: Final = "conda-meta/frozen"
 
 #: conda's pre-command names we act on (`env remove` arrives as `remove`, `upgrade` as `update`).
-RUN_FOR: Final = frozenset({"install", "update", "remove", "create", "rename", "env_update"})
+RUN_FOR: Final = frozenset({"install", "update", "remove", "create", "rename", "env_update",
+                            "env_create", "env_remove"})  # env_*: conda < 26, see hooks.py
 
 # Exit codes: a contract with the shell snippets (documented in the README).
 EXIT_OK: Final = 0
