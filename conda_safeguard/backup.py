@@ -18,7 +18,7 @@ from typing import Any
 
 from .exceptions import BackupError, SafeguardError
 from .prefix import RACY_NS, require_env, site_packages
-from .snapshot import EnvState, SnapshotInfo, capture, new_info
+from .snapshot import EnvState, SnapshotInfo, capture, manifest_id, new_info
 from .store import Store, prefix_key
 
 log = logging.getLogger(f"conda.{__name__}")
@@ -30,6 +30,21 @@ class BackupResult:
     created: bool  # False: the env was unchanged and its latest snapshot stands for it
     bytes_added: int
     state: EnvState | None = None  # None when the fast path did not read the env
+
+
+def config_stats(prefix: Path) -> list[tuple[str, os.stat_result]]:
+    from .unowned import CONFIG_DIRS
+
+    out = []
+    for d in (*CONFIG_DIRS, ".condarc"):
+        try:
+            out.append((d, os.stat(prefix / d)))
+            if d != ".condarc":
+                with os.scandir(prefix / d) as it:
+                    out += sorted((f"{d}/{e.name}", e.stat()) for e in it)
+        except OSError:
+            continue
+    return out
 
 
 def stat_key(prefix: Path) -> str | None:
@@ -45,6 +60,7 @@ def stat_key(prefix: Path) -> str | None:
         entries = sorted((e.name, e.stat()) for e in it if not e.name.startswith("."))
     # pip installs show up as new dist-info folders: the site-packages mtime changes.
     entries += [(str(sp), sp.stat()) for sp in prefix.glob("lib/python*/site-packages")]
+    entries += config_stats(prefix)  # activate.d scripts, .condarc: snapshotted too
     for name, st in entries:
         if st.st_mtime_ns >= racy_after:
             return None
@@ -101,7 +117,8 @@ def _backup(store: Store, prefix: Path, *, env_name: str, reason: str, argv: lis
             # Every manifest written for this prefix updates this cache under the env lock, so
             # the snapshot it names is the latest, if it still exists (prune may have removed it).
             cached = _cached_snapshot(store, cache.get("snapshot"), prefix)
-            if cached is not None:
+            # a damaged object would make that snapshot unrestorable: re-read the env instead
+            if cached is not None and all(map(store.object_intact, cached.objects.values())):
                 return BackupResult(cached, created=False, bytes_added=0)
         latest = store.latest_of(prefix)
         records_cache = store.read_cache(records_name)
@@ -111,6 +128,7 @@ def _backup(store: Store, prefix: Path, *, env_name: str, reason: str, argv: lis
         if (not force and latest is not None and latest.channels == channels
                 and latest.env_name == env_name
                 and latest.objects == {k: hashlib.sha256(v).hexdigest() for k, v in parts.items()}):
+            store.put_parts(parts)  # rewrites any of its objects that rotted since
             _save_cache(store, records_name, records_cache)
             _save_cache(store, key_name, {"stat_key": key, "snapshot": latest.id, **same_labels})
             return BackupResult(latest, created=False, bytes_added=0, state=state)
@@ -126,6 +144,7 @@ def _backup(store: Store, prefix: Path, *, env_name: str, reason: str, argv: lis
                         parent_state=parent_state)
         if pin is not None:
             info.pins = pin(store, state)
+            info.id = manifest_id(info.to_dict())  # the id covers the pins too
         added += store.write_manifest(info)
         _save_cache(store, records_name, records_cache)
         _save_cache(store, key_name, {"stat_key": key, "snapshot": info.id, **same_labels})

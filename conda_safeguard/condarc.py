@@ -93,6 +93,8 @@ class Settings:
     require_snapshot: bool = False
     keep_packages: str = "auto"
     pin_budget_mb: int = 2048
+    store_shared: bool = False  # a team store (storeperm.py)
+    shared_store_secrets: bool = False
 
     def is_temp(self, name: str) -> bool:
         return any(fnmatch.fnmatchcase(name, p) for p in self.temp_patterns)
@@ -114,6 +116,8 @@ SETTINGS_SCHEMA: dict[str, tuple[str, type]] = {
     C.SETTING_REQUIRE_SNAPSHOT: ("require_snapshot", bool),
     C.SETTING_KEEP_PACKAGES: ("keep_packages", str),
     C.SETTING_PIN_BUDGET_MB: ("pin_budget_mb", int),
+    C.SETTING_STORE_SHARED: ("store_shared", bool),
+    C.SETTING_SHARED_SECRETS: ("shared_store_secrets", bool),
 }
 KEEP_PACKAGES_CHOICES = ("auto", "always", "never")
 

@@ -68,7 +68,9 @@ def check_store(prefix: str, verbose: bool) -> None:
     if rt is None:
         return
     try:
-        report = rt.store(create=False).check()
+        from .storecheck import check_store
+
+        report = check_store(rt.store(create=False))
     except SafeguardError as e:
         print(f"{BAD} conda-safeguard store: {e}\n")
         return

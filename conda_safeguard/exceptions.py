@@ -2,11 +2,24 @@
 
 Each error takes data and builds its message, which says what was refused or failed,
 why, and how to proceed.
+
+Inside conda, errors are raised as `conda_safeguard.exceptions.SafeguardCondaError` (a
+CondaError: exit 1) and refusals as `conda_safeguard.exceptions.SafeguardRefusal` (exit 4).
+Those two subclass conda's CondaError, so they are built on first use (module __getattr__):
+importing this module never imports conda.
 """
 
 from __future__ import annotations
 
-from .constants import EXIT_ERROR, EXIT_REFUSED
+from typing import Any
+
+from .constants import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_REFUSED
+
+
+def _suggest(verb: str, *words: str) -> str:
+    from .suggest import safeguard
+
+    return safeguard(verb, *words)
 
 
 class SafeguardError(Exception):
@@ -27,7 +40,7 @@ class EnvNotFoundError(SafeguardError):
         where = f" (searched: {', '.join(searched)})" if searched else ""
         super().__init__(
             f"No conda environment {what}{where}. "
-            "Run `conda-safeguard list` to see the envs that have snapshots."
+            f"Run `{_suggest('list')}` to see the envs that have snapshots."
         )
 
 
@@ -55,6 +68,10 @@ class BackupError(SafeguardError):
     """A snapshot of one env failed (an OSError reading the env or writing the store)."""
 
 
+class DamagedConfigError(StoreError):
+    """The store's config is damaged or missing while its snapshots are there."""
+
+
 class StoreFormatError(StoreError):
     def __init__(self, path: str, found: object, supported: int) -> None:
         super().__init__(
@@ -76,7 +93,15 @@ class StoreLockTimeout(StoreError):
 class SnapshotNotFoundError(SafeguardError):
     def __init__(self, ref: str, hint: str = "") -> None:
         super().__init__(
-            f"No snapshot matches {ref!r}{hint}. Run `conda-safeguard list` to see snapshot ids."
+            f"No snapshot matches {ref!r}{hint}. Run `{_suggest('list')}` to see snapshot ids."
+        )
+
+
+class SnapshotIdTooShortError(SafeguardError):
+    def __init__(self, ref: str, minimum: int) -> None:
+        super().__init__(
+            f"Snapshot id {ref!r} is too short: give at least {minimum} characters of the id "
+            "(or an env name, ENV@-1, ENV@<id>)."
         )
 
 
@@ -101,7 +126,7 @@ class AmbiguousEnvError(SafeguardError):
 class CorruptObjectError(StoreError):
     def __init__(self, object_id: str, why: str) -> None:
         super().__init__(
-            f"Store object {object_id[:16]} is damaged ({why}). Run `conda-safeguard check` to "
+            f"Store object {object_id[:16]} is damaged ({why}). Run `{_suggest('check')}` to "
             "see every damaged object; other snapshots of this env may still be intact."
         )
 
@@ -112,5 +137,56 @@ class RefusedError(SafeguardError):
     exit_code = EXIT_REFUSED
 
 
+class PromptInterrupted(SafeguardError):
+    """Ctrl-C or Ctrl-D at our prompt: nothing was changed. Exit code 130, like any ^C."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
 class UsageError(SafeguardError):
     """Arguments that make no sense together, found after argparse."""
+
+
+# ---------------------------------------------------------------------------------------------
+# the same errors as conda errors, with stable importable names (conda prints the class under
+# --json as "exception_type")
+
+_CONDA_ERRORS: dict[str, type] = {}
+
+
+def _conda_error_classes() -> dict[str, type]:
+    if not _CONDA_ERRORS:
+        from conda.exceptions import CondaError
+
+        class SafeguardCondaError(CondaError):  # type: ignore[misc]
+            """An expected conda-safeguard error inside conda (exit 1)."""
+
+            return_code = EXIT_ERROR
+
+        class SafeguardRefusal(SafeguardCondaError):
+            """A protected env was not destroyed (exit 4, as from `conda-safeguard`)."""
+
+            return_code = EXIT_REFUSED
+
+        for cls in (SafeguardCondaError, SafeguardRefusal):
+            cls.__module__ = __name__
+            cls.__qualname__ = cls.__name__
+            _CONDA_ERRORS[cls.__name__] = cls
+    return _CONDA_ERRORS
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("SafeguardCondaError", "SafeguardRefusal"):
+        return _conda_error_classes()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def to_conda_error(error: SafeguardError) -> Exception:
+    """The CondaError conda prints for `error` (and renders as a JSON object under --json)."""
+    classes = _conda_error_classes()
+    refused = error.exit_code in (EXIT_REFUSED, EXIT_INTERRUPTED)
+    cls = classes["SafeguardRefusal" if refused else "SafeguardCondaError"]
+    converted: Exception = cls(str(error))
+    converted.return_code = error.exit_code  # type: ignore[attr-defined]
+    converted.__cause__ = error
+    return converted

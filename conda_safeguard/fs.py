@@ -64,14 +64,21 @@ def lock_timeout() -> float:
 
 @contextlib.contextmanager
 def file_lock(
-    path: Path, *, exclusive: bool, timeout: float | None = None, quiet: bool = False
+    path: Path, *, exclusive: bool, timeout: float | None = None, quiet: bool = False,
+    mode: int = 0o600,
 ) -> Iterator[None]:
     """Hold an flock on `path`. The kernel drops it if the process dies: no stale locks.
 
     Says once on stderr that it is waiting, and raises StoreLockTimeout after `timeout`.
+    Never through a symlink: a planted (even dangling) link must not make us create its target.
+    flock needs no write access, so a lock file someone else made is opened read-only.
     """
     timeout = lock_timeout() if timeout is None else timeout
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | nofollow, mode)
+    except PermissionError:
+        fd = os.open(path, os.O_RDONLY | nofollow)
     try:
         op = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
         deadline = time.monotonic() + timeout

@@ -17,8 +17,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from . import suggest
 from .constants import ENV_ALLOW, PROTECT_MARK
-from .exceptions import RefusedError, SafeguardError
+from .exceptions import PromptInterrupted, RefusedError, SafeguardError
 from .fs import atomic_write
 from .policy import (
     Action,
@@ -63,7 +64,7 @@ def read_mark(prefix: Path) -> bool | None:
     except (ValueError, KeyError, TypeError):
         raise SafeguardError(
             f"The protect mark {path} is damaged. The env is treated as protected. Fix it with "
-            f"`conda safeguard protect -p {prefix}` (or `unprotect`)."
+            f"`{suggest.safeguard('protect', '-p', prefix)}` (or `unprotect`)."
         ) from None
 
 
@@ -79,7 +80,7 @@ def write_mark(prefix: Path, protected: bool) -> None:
 
 def protection(rt: Runtime, prefix: Path) -> bool:
     is_base = rt.locator.root_prefix is not None and \
-        os.path.abspath(prefix) == os.path.abspath(rt.locator.root_prefix)
+        os.path.realpath(prefix) == os.path.realpath(rt.locator.root_prefix)
     try:
         mark = read_mark(prefix)
     except SafeguardError as e:
@@ -90,9 +91,13 @@ def protection(rt: Runtime, prefix: Path) -> bool:
 
 
 def make_target(rt: Runtime, prefix: Path, effect: Effect, why: str = "") -> Target:
+    # a symlink to an env (`ln -s envs/important quick-tmp`) is that env: its name decides
+    # protection and CONDA_SAFEGUARD_ALLOW, never the link's
+    prefix = Path(os.path.realpath(prefix))
     exists = is_env(prefix)
     return Target(name=rt.locator.short_name(prefix), prefix=str(prefix), effect=effect,
-                  exists=exists, protected=exists and protection(rt, prefix), why=why)
+                  exists=exists, protected=exists and protection(rt, prefix), why=why,
+                  named=os.sep not in rt.locator.name_of(prefix))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,22 +157,54 @@ def _disk_usage(prefix: Path) -> int:
     return total
 
 
-def confirm_typed_name(rt: Runtime, target: Target) -> bool:
-    """Show what will be lost and require the env's name, typed exactly."""
+def unowned_note(target: Target) -> str:
+    """What a snapshot cannot bring back: the files in the env no package owns."""
+    if target.effect is not Effect.DESTROY or not target.exists:
+        return ""
+    from .unowned import unowned_summary
+
+    found = unowned_summary(Path(target.prefix))
+    if found is None or not found.files:
+        return ""
+    if target.keeps_unowned:
+        return f"Its {found.describe()} are carried over into the restored env."
+    return (f"It holds {found.describe()} (user data): they will be lost, and no snapshot can "
+            "bring them back.")
+
+
+def confirm_typed_name(rt: Runtime, target: Target) -> str | None:
+    """Show what will be lost and read the env's name; None at end of input (Ctrl-D)."""
     summary = env_summary(rt, Path(target.prefix))
+    ref = target.name if target.named else target.prefix
+    lost = unowned_note(target)
     with _terminal() as (tty_in, out):
         out.write(
             f"\n'{target.name}' is a protected environment ({target.prefix}).\n"
             f"This command will {target.why or 'destroy it'}: {summary}.\n"
-            f"A snapshot is taken first, so `conda safeguard restore {target.name}` can bring "
-            "it back.\n"
+            f"A snapshot is taken first, so `{suggest.safeguard('restore', ref)}` can bring "
+            "its packages back.\n" + (f"{lost}\n" if lost else "") +
             f"Type the environment's name to continue, anything else to abort: "
         )
         out.flush()
         answer = tty_in.readline()
     if not answer:
-        return False  # EOF
-    return answer.rstrip("\r\n") == target.name
+        return None
+    return answer.rstrip("\r\n")
+
+
+def _check_answer(target: Target, answer: str | None) -> None:
+    """Raise unless `answer` is the env's name exactly; say what was typed, so a typo shows."""
+    if answer is None:
+        print(file=sys.stderr)  # the prompt line had no newline
+        raise PromptInterrupted(f"Aborted at the prompt for '{target.name}' (end of input). "
+                                "Nothing was changed.")
+    if answer == target.name:
+        return
+    if not answer.strip():
+        raise RefusedError(f"Aborted: no name was typed (the env's name is '{target.name}'). "
+                           "Nothing was changed.")
+    raise RefusedError(f"Aborted: you typed {answer!r}, not the env's name '{target.name}' "
+                       "(it must match exactly). Nothing was changed.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,16 +235,18 @@ def enforce(rt: Runtime, targets: list[Target], inv: Invocation, *, argv: list[s
         if taken:
             latest = rt.store().get(next(iter(taken.values())))
             note = f"A snapshot was taken: {latest.short_id} ({latest.created[:19]}Z)."
+        lost = " ".join(filter(None, (unowned_note(t) for t in decision.refused)))
+        note = f"{note} {lost}".strip()
         raise RefusedError(refusal_message(decision, snapshot_note=note))
     if decision.action is Action.CONFIRM:
         for target in decision.confirm:
             try:
-                ok = confirm_typed_name(rt, target)
+                answer = confirm_typed_name(rt, target)
             except KeyboardInterrupt:
-                ok = False
-            if not ok:
-                raise RefusedError(f"Aborted: the name typed was not '{target.name}'. Nothing "
-                                   "was changed.")
+                print(file=sys.stderr)
+                raise PromptInterrupted(f"Aborted at the prompt for '{target.name}' (Ctrl-C). "
+                                        "Nothing was changed.") from None
+            _check_answer(target, answer)
     taken = _snapshot_all(rt, decision.snapshot, argv, reason, strict=None)
     return GuardOutcome(decision, taken)
 
@@ -229,7 +268,8 @@ def _snapshot_all(rt: Runtime, targets: list[Target], argv: list[str], reason: s
                 raise RefusedError(
                     f"Refusing to run: the snapshot of '{t.name}' ({t.prefix}) failed ({e}), and "
                     "this command would change it without a way back. Fix the store (see "
-                    "`conda safeguard check`) or set CONDA_SAFEGUARD_HOME to a writable folder."
+                    f"`{suggest.safeguard('check')}`) or set CONDA_SAFEGUARD_HOME to a writable "
+                    "folder."
                 ) from None
             print(f"conda-safeguard: warning: no snapshot of '{t.name}' before this command: "
                   f"{e}", file=sys.stderr)

@@ -68,14 +68,9 @@ def runtime_from_context(settings: Settings | None = None) -> Runtime:
 
 def to_conda_error(error: SafeguardError) -> Exception:
     """conda prints a CondaError cleanly (and as a JSON object under --json)."""
-    from conda.exceptions import CondaError
+    from .exceptions import to_conda_error as convert
 
-    class SafeguardCondaError(CondaError):  # named so conda's output says whose error it is
-        return_code = error.exit_code
-
-    converted = SafeguardCondaError(str(error))
-    converted.__cause__ = error
-    return converted
+    return convert(error)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,6 +88,9 @@ def canonical_command(run_for_name: str, args: Any) -> str:
     """
     if run_for_name == "create" and getattr(args, "clone", None) is False:
         return "env_create"
+    if run_for_name == "env_vars":  # `env config vars set|unset` change it; `list` reads
+        func = str(getattr(args, "func", ""))
+        return "env_vars" if func.endswith(("execute_set", "execute_unset")) else "env_vars_list"
     if run_for_name == "install" and getattr(args, "revision", None) not in (None, ""):
         return "install_revision"
     return run_for_name
@@ -161,6 +159,14 @@ def _conda_version() -> tuple[int, ...]:
     return tuple(int(p) for p in __version__.split(".")[:2] if p.isdigit())
 
 
+def has_post_solve() -> bool:
+    """conda >= 24.x shows plugins its solve (postsolve.py); older conda needs our estimate of
+    what a remove prunes."""
+    from conda.plugins import hookspec
+
+    return hasattr(hookspec.CondaSpecs, "conda_post_solves")
+
+
 def _same(a: Path | str | None, b: Path | str | None) -> bool:
     if not a or not b:
         return False
@@ -215,7 +221,7 @@ def targets_for(rt: Runtime, run_for_name: str, command: str, args: Any, context
         revision_removes_packages=bool(removed_by_revision),
         empties_env=command == "remove" and not getattr(args, "all", False)
         and not _names_conda_cannot_find(prefix, packages)
-        and removes_every_package(prefix, packages),
+        and removes_every_package(prefix, packages, prune=not has_post_solve()),
     )
     out = []
     for role, effect, why in effects:
@@ -280,8 +286,10 @@ def pre_command(run_for_name: str) -> None:
     """conda's pre-command action. Raises a CondaError to stop the command."""
     from conda.base.context import context
 
+    from . import suggest
     from .guard import detect_interactive, enforce
 
+    suggest.set_prog(suggest.INSIDE_CONDA)
     args = getattr(context, "_argparse_args", None)  # private: guarded, tested per conda
     if args is None:
         return

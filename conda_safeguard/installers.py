@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import SafeguardError
-from .pins import hash_file, link_or_copy
+from .pins import hash_file, named_link
 
 if TYPE_CHECKING:
     from .prefix import CondaRecord
@@ -114,21 +114,23 @@ class CondaCLI(Installer):
     def install_explicit(self, job: InstallJob) -> None:
         cache = job.staging / "pkgs"
         cache.mkdir(parents=True, exist_ok=True)
-        # Unpacked here in parallel (with a repodata_record.json, as conda leaves them), conda
-        # only links them; without an unpacker conda unpacks the staged tarballs itself.
+        # Every local package file goes into the staging cache under its package file name
+        # (a pin is named by its sha256; conda-package-handling finds the parts of a `.conda`
+        # by its name) with its original URL in urls.txt: conda sees the cache as its own.
+        # Unpacked here in parallel when we can (with the repodata_record.json conda writes),
+        # conda only links them; otherwise conda unpacks the tarballs itself.
         local = [p for p in job.packages if p.kind in ("pin", "cache") and p.path is not None]
-        unpacked = unpack_all(local, cache, job.staging) if find_unpacker() else {}
-        urls, lines = [], ["@EXPLICIT"]
-        for p in job.packages:
-            r = p.record
-            if p in local and r.fn not in unpacked:
-                assert p.path is not None
-                link_or_copy(p.path, cache / r.fn)
-                urls.append(r.url)
-            # conda's explicit parser takes one hash a line; md5 is what conda's cache records
-            # carry for a bare tarball (a sha256-only line would not match them).
-            lines.append(f"{r.url}#{r.md5}" if r.md5 else f"{r.url}#sha256:{r.sha256}")
-        (cache / "urls.txt").write_text("".join(f"{u}\n" for u in urls), encoding="utf-8")
+        named = [PackageFile(p.record, p.kind, named_link(p.path, cache, p.record.fn))
+                 for p in local if p.path is not None]
+        if find_unpacker():
+            unpack_all(named, cache, job.staging)
+        (cache / "urls.txt").write_text("".join(f"{p.record.url}\n" for p in named),
+                                        encoding="utf-8")
+        # conda's explicit parser takes one hash a line; md5 is what conda's cache records
+        # carry for a bare tarball (a sha256-only line would not match them).
+        lines = ["@EXPLICIT"] + [f"{p.record.url}#{p.record.md5}" if p.record.md5
+                                 else f"{p.record.url}#sha256:{p.record.sha256}"
+                                 for p in job.packages]
         explicit = job.staging / "explicit.txt"
         explicit.write_text("\n".join(lines) + "\n", encoding="utf-8")
         remote = any(p.kind == "channel" and not p.record.url.startswith("file:")
@@ -137,11 +139,7 @@ class CondaCLI(Installer):
                 "--quiet"]
         if job.offline or not remote:
             args.append("--offline")
-        env = self._env(job, cache)
-        if "CONDA_SAFETY_CHECKS" not in env and conda_safety_checks() != "enabled":
-            # conda would hash every file before linking; restore hashes every linked file
-            # right after (verify.py), so conda's default `warn` pass is only time
-            env["CONDA_SAFETY_CHECKS"] = "disabled"
+        env = {**self._env(job, cache), **checked_linking(os.environ)}
         self._run(args, env, "install the explicit package list")
 
     def install_solved(self, job: InstallJob, yml: Path, specs: list[str],
@@ -150,20 +148,19 @@ class CondaCLI(Installer):
         args = [*verb, "-p", str(job.build_prefix), "-f", str(yml), "--yes", "--quiet"]
         if job.offline:
             args.append("--offline")
-        self._run(args, self._env(job, None), f"create the env from {yml.name}")
+        env = {**self._env(job, None), **checked_linking(os.environ)}
+        self._run(args, env, f"create the env from {yml.name}")
 
 
-def conda_safety_checks() -> str:
-    """conda's safety_checks setting (enabled, warn, disabled): from conda's context when we run
-    inside conda, else from .condarc."""
-    ctx_module = sys.modules.get("conda.base.context")
-    if ctx_module is not None:
-        value = getattr(ctx_module.context, "safety_checks", "warn")
-        return str(getattr(value, "value", value))
-    from .condarc import condarc_paths, read_condarc
-    from .envs import find_root_prefix
-
-    return str(read_condarc(condarc_paths(find_root_prefix())).get("safety_checks", "warn"))
+def checked_linking(environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """conda's own checks, switched on for the env we build, unless the user chose otherwise
+    in the environment: `safety_checks: enabled` makes conda verify every file before linking
+    it and stop on a damaged package (its default `warn` goes on), and it is what makes conda
+    write each file's sha256 into the record's paths_data (with `disabled` the list is empty,
+    leaving nothing for `verify` or `conda doctor` to check). `extra_safety_checks` re-hashes
+    each package file against its paths.json, so a tampered package cache is refused."""
+    wanted = {"CONDA_SAFETY_CHECKS": "enabled", "CONDA_EXTRA_SAFETY_CHECKS": "true"}
+    return {k: v for k, v in wanted.items() if k not in environ}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,6 +269,8 @@ def unpack_all(packages: list[PackageFile], cache: Path, staging: Path) -> dict[
             return r.fn, dest
         tarball = p.path if p.kind in ("pin", "cache") else _fetch(r, staging / "downloads")
         assert tarball is not None
+        if tarball.name != r.fn:  # a pin, named by its sha256
+            tarball = named_link(tarball, staging / "named", r.fn)
         sha256 = unpacker(tarball, dest)
         if r.sha256 and sha256 is not None and sha256 != r.sha256:
             raise InstallerError("conda-safeguard", f"use {tarball}",
@@ -336,13 +335,21 @@ def _which_env(var: str, environ: dict[str, str], stem: str) -> str | None:
     return None
 
 
+def _beside_python(name: str) -> str | None:
+    """The standalone command installed in conda's base finds that conda even off PATH (cron,
+    `env -i`): it sits next to the python running us."""
+    exe = os.path.join(os.path.dirname(sys.executable), name)
+    return exe if os.path.isfile(exe) and os.access(exe, os.X_OK) else None
+
+
 def find_installer(kind: str, environ: dict[str, str] | None = None) -> Installer | None:
     environ = dict(os.environ) if environ is None else environ
     path = environ.get("PATH")
     if kind == "conda":
         if "conda.base.context" in sys.modules:  # we run inside conda: use the same conda
             return CondaCLI([sys.executable, "-m", "conda"], "conda")
-        exe = _which_env("CONDA_EXE", environ, "conda") or shutil.which("conda", path=path)
+        exe = _which_env("CONDA_EXE", environ, "conda") or shutil.which("conda", path=path) \
+            or _beside_python("conda")
         return CondaCLI([exe], "conda") if exe else None
     if kind in ("mamba", "micromamba"):
         exe = _which_env("MAMBA_EXE", environ, kind) or shutil.which(kind, path=path)

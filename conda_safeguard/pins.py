@@ -109,6 +109,22 @@ def link_or_copy(src: Path, dst: Path) -> bool:
     return linked
 
 
+def named_link(path: Path, directory: Path, fn: str) -> Path:
+    """`path` under its package file name `fn` in `directory` (a hardlink, else a copy).
+
+    conda-package-handling finds the parts of a `.conda` archive by its file name
+    (`info-<name-version-build>.tar.zst`): a pin named by its sha256 cannot be unpacked by it
+    (`LookupError: didn't find info-<sha256> component`), so pins are offered to unpackers
+    and to conda under the name they had in the channel."""
+    if not fn or os.sep in fn or fn in (".", "..") or not fn.endswith(PACKAGE_EXTS):
+        raise ValueError(f"not a package file name: {fn!r}")
+    directory.mkdir(parents=True, exist_ok=True)
+    dest = directory / fn
+    if path.name != fn or path.parent != directory:
+        link_or_copy(path, dest)
+    return dest
+
+
 # ---------------------------------------------------------------------------------------------
 # where conda keeps package files
 

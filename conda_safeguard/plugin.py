@@ -13,6 +13,11 @@ try:
 except ImportError:  # conda < 24.3 has no plugin settings: hooks.py reads .condarc itself
     CondaSetting = None  # type: ignore[assignment,misc]
 
+try:  # conda >= 24.x: plugins see the solver's result
+    from conda.plugins.types import CondaPostSolve
+except ImportError:  # pragma: no cover - older conda: the pre-command estimates it
+    CondaPostSolve = None  # type: ignore[assignment,misc]
+
 from .constants import RUN_FOR
 
 if TYPE_CHECKING:
@@ -33,10 +38,12 @@ def _configure_parser(parser: ArgumentParser) -> None:
 
 
 def _subcommand(args: Namespace) -> int:
+    from . import suggest
     from .cli import execute
     from .exceptions import SafeguardError
     from .hooks import runtime_from_context, to_conda_error
 
+    suggest.set_prog(suggest.INSIDE_CONDA)
     try:
         return execute(args, runtime_from_context())
     except SafeguardError as e:
@@ -46,6 +53,19 @@ def _subcommand(args: Namespace) -> int:
 @hookimpl
 def conda_pre_commands() -> Iterable[CondaPreCommand]:
     yield CondaPreCommand(name="safeguard", action=_pre_command, run_for=set(RUN_FOR))
+
+
+def _post_solve(repodata_fn: str, unlink_precs: Any, link_precs: Any) -> None:
+    from .postsolve import post_solve
+
+    post_solve(unlink_precs, link_precs)
+
+
+@hookimpl
+def conda_post_solves() -> Iterable[Any]:
+    if CondaPostSolve is None:
+        return
+    yield CondaPostSolve(name="safeguard", action=_post_solve)
 
 
 @hookimpl
@@ -88,5 +108,5 @@ def _health_check(name: str, action: Any, **extra: Any) -> Any:
         return CondaHealthCheck(name=name, action=action)
 
 
-__all__ = ["conda_health_checks", "conda_pre_commands", "conda_settings",
+__all__ = ["conda_health_checks", "conda_post_solves", "conda_pre_commands", "conda_settings",
            "conda_subcommands"]

@@ -41,6 +41,8 @@ class Target:
     exists: bool = True
     protected: bool = False
     why: str = ""  # why this is a DESTROY: "remove --all", "create over an existing env", …
+    keeps_unowned: bool = False  # files no package owns survive it (restore/undo carry them)
+    named: bool = True  # `-n name` finds it (else messages suggest `-p prefix`)
 
 
 @dataclass(frozen=True)
@@ -115,17 +117,19 @@ def decide(targets: list[Target], inv: Invocation, settings: Settings) -> Decisi
 
 
 def refusal_message(decision: Decision, *, snapshot_note: str = "") -> str:
-    """What was refused, why, and the two ways to proceed."""
+    """What was refused, why, and the two ways to proceed (commands that run as printed)."""
+    from . import suggest
+
     t = decision.refused[0]
-    names = ",".join(r.name for r in decision.refused)
+    allow = suggest.allow(r.name if r.named else r.prefix for r in decision.refused)
     extra = f" (and {len(decision.refused) - 1} more)" if len(decision.refused) > 1 else ""
     note = f" {snapshot_note}" if snapshot_note else ""
+    unprotect = suggest.safeguard("unprotect", *suggest.env_args(t.name, t.prefix, named=t.named))
     return (
         f"Refusing to change protected environment '{t.name}' ({t.prefix}){extra}: this command "
         f"would {t.why or 'destroy it'}, and {decision.reason}.{note} To proceed, run the command "
-        f"in a terminal and type the env's name when asked, or set "
-        f"CONDA_SAFEGUARD_ALLOW={names} for this one command. "
-        f"To stop protecting it: conda safeguard unprotect -n {t.name}."
+        f"in a terminal and type the env's name when asked, or put {allow} in front of it "
+        f"(for this one command). To stop protecting it: {unprotect}"
     )
 
 
@@ -134,7 +138,8 @@ def matches_any(name: str, patterns: list[str]) -> bool:
 
 
 #: Canonical command names (conda's `run_for` names, plus the forms conda folds into them).
-MUTATING_COMMANDS = frozenset({"install", "update", "remove", "env_update", "install_revision"})
+MUTATING_COMMANDS = frozenset({"install", "update", "remove", "env_update", "install_revision",
+                               "env_vars"})
 DESTRUCTIVE_COMMANDS = frozenset({"remove", "env_remove", "create", "env_create", "rename",
                                   "install_revision"})
 

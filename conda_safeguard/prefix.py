@@ -8,6 +8,7 @@ site-packages with their PEP 610 `direct_url.json`.
 from __future__ import annotations
 
 import ast
+import fnmatch
 import json
 import logging
 import os
@@ -483,15 +484,73 @@ def read_pip_dists(prefix: Path, records: list[CondaRecord]) -> list[PipDist]:
 # what a command would leave behind (shared by the plugin and the shell guard)
 
 
-def removes_every_package(prefix: Path, specs: tuple[str, ...]) -> bool:
-    """`remove A B …` that names every installed package: the env is left empty."""
+def spec_name_pattern(spec: str) -> str:
+    """The name part of a spec as conda matches it, globs kept: 'p*' -> 'p*', 'c::x>=1' -> 'x'."""
+    spec = spec.strip().split("::")[-1]
+    m = re.match(r"[A-Za-z0-9_.\-*?]+", spec)
+    return m.group(0).lower() if m else spec.lower()
+
+
+def _dep_names(record: CondaRecord) -> set[str]:
+    return {spec_name(d) for d in record.depends}
+
+
+def packages_removed(records: list[CondaRecord], specs: tuple[str, ...]) -> set[str]:
+    """The names `conda remove SPECS` takes out for certain: the packages the specs match
+    (conda matches glob names: `'*'`, `'p*'`) and everything that depends on them."""
+    patterns = [spec_name_pattern(s) for s in specs if s.strip()]
+    removed = {r.name for r in records
+               if any(fnmatch.fnmatchcase(r.name.lower(), pat) for pat in patterns)}
+    if not removed:
+        return removed  # nothing matches: conda refuses (PackagesNotFoundError)
+    grew = True
+    while grew:  # a package whose dependency goes goes too
+        grew = False
+        for r in records:
+            if r.name not in removed and _dep_names(r) & removed:
+                removed.add(r.name)
+                grew = True
+    return removed
+
+
+def packages_left_after_remove(prefix: Path, specs: tuple[str, ...]) -> set[str] | None:
+    """An estimate of what `conda remove SPECS` leaves, for where conda's own solve cannot be
+    seen (the shell layer; conda without post-solve hooks): the removed packages and their
+    dependents go, then conda prunes what no requested package (conda-meta/history) needs any
+    more. None when the specs match nothing installed (conda refuses the command)."""
+    records = read_records(prefix)
+    removed = packages_removed(records, specs)
+    if not removed:
+        return None
+    left = {r.name: r for r in records if r.name not in removed}
+    requested = set(requested_specs(read_history(prefix), {r.name for r in records}))
+    if not requested:
+        return set(left)  # nothing known to be requested: assume conda keeps the rest
+    keep: set[str] = set()
+    todo = list(requested)
+    while todo:
+        name = todo.pop()
+        if name in keep or name not in left:
+            continue
+        keep.add(name)
+        todo += _dep_names(left[name])
+    return keep
+
+
+def removes_every_package(prefix: Path, specs: tuple[str, ...], *, prune: bool = True) -> bool:
+    """`remove SPECS` leaves the env without a package: every package named or matched by a
+    glob, their dependents, and (`prune`) what conda prunes after them."""
     if not specs or not is_env(prefix):
         return False
     try:
-        installed = {r.name for r in read_records(prefix)}
+        if prune:
+            left = packages_left_after_remove(prefix, specs)
+            return left is not None and not left
+        records = read_records(prefix)
     except (CorruptEnvError, OSError):
         return True  # unreadable: assume the worst (it is only used to protect)
-    return bool(installed) and installed <= {spec_name(s) for s in specs}
+    removed = packages_removed(records, specs)
+    return bool(records) and removed >= {r.name for r in records}
 
 
 def revision_removes_packages(prefix: Path, revision: str | None) -> bool:

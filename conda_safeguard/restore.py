@@ -27,11 +27,34 @@ from .constants import FROZEN_MARK, PROTECT_MARK
 from .exceptions import SafeguardError
 from .installers import Installer, InstallJob, PackageFile, choose_installer, dist_name, fix_records
 from .pins import existing_pin, file_matches, find_pkgs_dirs, tarball_for, url_path
-from .pip_restore import PipStep, install_pip, pip_steps
+from .pip_restore import (
+    PipPolicy,
+    PipStep,
+    expected_state,
+    install_pip,
+    loss_problem,
+    pip_plan,
+)
+from .pip_restore import describe as describe_pip
 from .prefix import CondaRecord, is_env
 from .render import environment_yml, ordered_for_install
 from .snapshot import EnvState, SnapshotInfo, host_platform
 from .store import Store
+from .suggest import safeguard as _sg
+from .transaction import (
+    STAGING_INFIX,
+    exchange,
+    finish,
+    lock_dir,
+    new_journal,
+    recover_locked,
+    refuse_conda_root,
+    roll_back,
+    settle,
+    signals_roll_back,
+    target_lock,
+)
+from .unowned import CarryReport, carry_over, config_summary, unowned, write_config
 from .verify import VerifyReport, verify
 
 Progress = Callable[[str], None]
@@ -58,21 +81,26 @@ class RestoreRefusedError(RestoreError):
 
 
 class RestoreFailedError(RestoreError):
-    def __init__(self, target: Path, step: str, error: BaseException, replaced: bool) -> None:
+    def __init__(self, target: Path, step: str, error: BaseException, replaced: bool,
+                 undone: str = "") -> None:
         what = f"{type(error).__name__}: {error}" if not isinstance(error, SafeguardError) \
             else str(error)
-        back = "the env that was there is as it was" if replaced else f"{target} was not created"
+        back = "the env that was there is unchanged" if replaced else \
+            f"{target} was not created"
+        done = undone or f"The half-built env was removed and {back}; nothing else was changed"
+        from .suggest import fix_for
+
         super().__init__(
-            f"Restore into {target} failed while {step} ({what}). The half-built env was "
-            f"removed and {back}; nothing else was changed. Fix the cause (disk space, "
-            "permissions) and run the restore again.")
+            f"Restore into {target} failed while {step} ({what}). {done}. "
+            f"{fix_for(error, target.parent)} and run the same command again.")
 
 
 class NothingToUndoError(RestoreError):
     def __init__(self, prefix: Path) -> None:
         super().__init__(
             f"Nothing to undo for {prefix}: every snapshot of it holds its current state. "
-            "`conda-safeguard list` shows its snapshots; `restore ENV@-N` picks an older one.")
+            f"`{_sg('list', prefix)}` shows its snapshots; `{_sg('restore', f'{prefix}@-N')}` "
+            "picks an older one.")
 
 
 @dataclass
@@ -116,7 +144,8 @@ class RestorePlan:
         method = {"explicit": "offline, no solve: an explicit list of package files",
                   "solve": "solve from the snapshot's environment.yml (exact builds)",
                   "solve-no-builds": "solve from environment.yml without build strings"}
-        where = "an env: it is replaced, after a snapshot of it" if self.replaces else \
+        where = ("an env: it is snapshotted, kept until the new one is complete and verified, "
+                 "then replaced; files no package owns are carried over") if self.replaces else \
             "nothing there: it will be created"
         out = [f"Restore snapshot {info.short_id} of '{info.env_name}' (taken "
                f"{info.created[:19].replace('T', ' ')}Z, reason: {info.reason})",
@@ -130,12 +159,7 @@ class RestorePlan:
             r = p.record
             src = str(p.path) if p.path else (r.url if p.kind == "channel" else "-")
             out.append(f"    {r.name:<24} {r.version:<12} {r.build:<18} {p.kind:<9} {src}")
-        if self.pip:
-            out.append(f"  pip:       {sum(s.action == 'install' for s in self.pip)} to reinstall "
-                       f"with {self.target}/bin/python -m pip install --no-deps")
-            for s in self.pip:
-                out.append(f"    {s.dist.name:<24} {' '.join(s.args)}"
-                           + (f"   SKIPPED: {s.why}" if s.action == "skip" else ""))
+        out += describe_pip(self.pip, self.target)
         extras = _meta_summary(self.state)
         if extras:
             out.append(f"  also:      {extras}")
@@ -153,6 +177,8 @@ def _meta_summary(state: EnvState) -> str:
         parts.append(f"{len(state.variables)} env vars (conda-meta/state)")
     if state.frozen is not None:
         parts.append("the CEP-22 frozen marker")
+    if state.config:
+        parts.append(config_summary(state.config))
     return ", ".join(parts)
 
 
@@ -202,7 +228,7 @@ def locate(store: Store, record: CondaRecord, pkgs_dirs: list[Path],
         if file_matches(pin, record):
             return PackageFile(record, "pin", pin), None
         problem = (f"The pinned package file of {record.dist_str} ({pin}) is damaged: its "
-                   f"sha256 is not {record.sha256[:16]}…. Run `conda-safeguard check`; restore "
+                   f"sha256 is not {record.sha256[:16]}…. Run `{_sg('check')}`; restore "
                    "with --solve to solve from environment.yml instead (needs its channel).")
     found = tarball_for(record, pkgs_dirs)
     if found is not None:
@@ -215,10 +241,15 @@ def locate(store: Store, record: CondaRecord, pkgs_dirs: list[Path],
 def plan_restore(store: Store, info: SnapshotInfo, target: Path, *, offline: bool = False,
                  solve: bool = False, pkgs_dirs: list[Path] | None = None,
                  installer: Installer | None | str = "auto", state: EnvState | None = None,
-                 host: str | None = None, progress: Progress | None = None) -> RestorePlan:
-    """What restoring `info` into `target` would do. Changes nothing."""
+                 host: str | None = None, progress: Progress | None = None,
+                 root_prefix: Path | None = None,
+                 pip_policy: PipPolicy | None = None) -> RestorePlan:
+    """What restoring `info` into `target` would do. Changes nothing. Refuses a target that is
+    a conda installation (base, a root prefix) rather than an env."""
     target = Path(os.path.abspath(target))
     replaces = check_target(target)
+    if replaces:
+        refuse_conda_root(target, root_prefix, info.short_id)
     state = store.load_state(info) if state is None else state
     host = host or host_platform()
     dirs = find_pkgs_dirs() if pkgs_dirs is None else pkgs_dirs
@@ -233,14 +264,15 @@ def plan_restore(store: Store, info: SnapshotInfo, target: Path, *, offline: boo
     for record, (found, problem) in zip(records, located, strict=True):
         if problem and found.kind in ("cache", "extracted"):
             notes.append(f"the pinned file of {record.dist_str} is damaged; using {found.path} "
-                         "instead (run `conda-safeguard check`)")
+                         f"instead (run `{_sg('check')}`)")
         elif problem:
             found = PackageFile(record, "missing")
             damaged.append(problem)
         packages.append(found)
     plan = RestorePlan(info=info, state=state, target=target, replaces=replaces,
                        method="explicit", installer=tool, packages=packages,
-                       pip=pip_steps(state, offline), offline=offline, pkgs_dirs=dirs,
+                       pip=pip_plan(state, target if replaces else None, offline, pip_policy),
+                       offline=offline, pkgs_dirs=dirs,
                        platform=host, notes=notes)
     foreign = sorted({r.subdir for r in state.packages if r.subdir not in ("", "noarch", host)})
     missing = [p.record.dist_str for p in packages if p.kind == "missing"]
@@ -270,10 +302,9 @@ def plan_restore(store: Store, info: SnapshotInfo, target: Path, *, offline: boo
             plan.problems.append(f"{tool.name} cannot solve; install conda to restore this.")
         if not info.channels:
             plan.problems.append("the snapshot names no channel to solve from.")
-    if not plan.pip:
-        return plan
-    if any(s.action == "skip" for s in plan.pip):
-        plan.notes.append("some pip packages cannot be reinstalled; they are listed above")
+    pip_loss = loss_problem(plan.pip)  # refused before anything is touched
+    if pip_loss:
+        plan.problems.append(pip_loss)
     return plan
 
 
@@ -288,14 +319,20 @@ class RestoreResult:
     pip: list[PipStep]
     pip_note: str = ""
 
+    carried: CarryReport | None = None  # files no package owns, from the replaced env
+    rolled_back: bool = False  # it differed, so the env that was there was put back
+
     @property
     def ok(self) -> bool:
-        return self.report.identical and all(s.done for s in self.pip)
+        return self.report.identical and all(s.settled for s in self.pip)
 
     def to_dict(self) -> dict[str, Any]:
         return {"target": str(self.plan.target), "verdict": self.report.verdict,
                 "verify": self.report.to_dict(), "pip": [s.to_dict() for s in self.pip],
-                "pip_note": self.pip_note, "ok": self.ok}
+                "pip_note": self.pip_note, "ok": self.ok, "rolled_back": self.rolled_back,
+                "carried_over": {"files": self.carried.files, "bytes": self.carried.size,
+                                 "kept_as_safeguard_kept": self.carried.kept}
+                if self.carried else None}
 
 
 def write_conda_meta(prefix: Path, state: EnvState, old_prefix: Path | None = None) -> None:
@@ -331,67 +368,101 @@ def _install(plan: RestorePlan, job: InstallJob) -> None:
     plan.installer.install_solved(job, yml, specs, list(plan.info.channels))
 
 
-def apply_restore(plan: RestorePlan, *, store: Store,
-                  progress: Progress | None = None) -> RestoreResult:
-    """Build the env the plan describes, put it in place, reinstall pip packages, verify."""
+def apply_restore(plan: RestorePlan, *, store: Store, progress: Progress | None = None,
+                  before: str | None = None) -> RestoreResult:
+    """Build the env the plan describes and put it in place, reinstall pip packages, verify.
+
+    An env at the target is replaced transactionally (transaction.py): it stays whole until
+    the new one is complete and verified; a failure or a difference puts it back as it was.
+    `before` is the id of the snapshot taken of it, for the journal.
+    """
     if plan.problems or plan.installer is None:
         raise RestoreRefusedError(plan.info, plan.problems)
     say = progress or (lambda _: None)
+    plan.target.parent.mkdir(parents=True, exist_ok=True)
+    with target_lock(plan.target, lock_dir(store.root)), signals_roll_back():
+        recover_locked(plan.target, say)  # what a killed restore into this path left
+        if check_target(plan.target) != plan.replaces:
+            raise RestoreError(
+                f"{plan.target} changed since the plan was made (an env "
+                f"{'disappeared from' if plan.replaces else 'appeared at'} it). Nothing was "
+                "changed. Run the command again to plan anew.")
+        return _replace(plan, store, say, before)
+
+
+def _replace(plan: RestorePlan, store: Store, say: Progress, before: str | None,
+             ) -> RestoreResult:
     target, tool = plan.target, plan.installer
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.safeguard-restore-",
-                                    dir=target.parent))
-    aside: Path | None = None
-    cleared = False  # the target holds what we build (an env there was moved aside)
-    was_empty_dir = not plan.replaces and target.is_dir()
-    build = target if tool.in_place else staging / "prefix"
+    assert tool is not None
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}{STAGING_INFIX}", dir=target.parent))
+    journal = new_journal(target, in_place=tool.in_place, replaces=plan.replaces,
+                          staging=staging, snapshot=plan.info.id, before=before)
+    journal.save()
+    old = Path(journal.old_path) if journal.old_path else None
+    build = Path(journal.new_path)
     step = "preparing"
     try:
+        found = None
+        if plan.replaces:
+            step = "listing the files no package owns in the env being replaced"
+            found = unowned(target)
         if tool.in_place:
-            aside, cleared = _clear_target(plan, target), True
+            if old is not None:
+                os.rename(target, old)  # the journal already says where it went
+            elif target.is_dir():
+                target.rmdir()  # an empty folder: conda creates the env itself
         step = f"installing {len(plan.packages)} packages with {tool.name}"
         say(f"{step} ({plan.method})")
         job = InstallJob(build, target, plan.packages, staging, plan.pkgs_dirs, plan.offline,
                          plan.platform)
-        with store.shared_lock():  # prune must not take pins away while we read them
+        with store.reading_lock():  # prune must not take pins away while we read them
             _install(plan, job)
-        step = "restoring conda-meta (history, env vars, frozen marker)"
+        step = "restoring conda-meta (history, env vars, frozen marker) and env config"
         say(step)
-        write_conda_meta(build, plan.state, aside or (target if plan.replaces else None))
+        old_now = old if tool.in_place else (target if plan.replaces else None)
+        write_conda_meta(build, plan.state, old_now)
+        write_config(build, plan.state.config)
+        carried = None
+        if old_now is not None and found is not None:
+            step = "carrying over the files no package owns"
+            carried = carry_over(old_now, build, found)
+            say(carried.describe())
+        journal.new_ino = os.lstat(build).st_ino
         if not tool.in_place:
             step = f"moving the new env into place at {target}"
             say(step)
-            aside, cleared = _clear_target(plan, target), True
-            os.rename(build, target)
+            if old is not None:
+                journal.set("swapping")
+                exchange(target, build)  # one step: the path always holds an env
+                os.rename(build, old)
+            else:
+                if target.is_dir():
+                    target.rmdir()
+                os.rename(build, target)
+        journal.set("swapped")
+        step = "reinstalling pip packages"
+        pip_note = install_pip(target, plan.pip, offline=plan.offline, progress=say, old=old)
+        step = "verifying"
+        say(f"verifying {target} against snapshot {plan.info.short_id}")
+        report = verify(target, expected_state(plan.state, plan.pip))
+        result = RestoreResult(plan, report, plan.pip, pip_note, carried=carried)
+        if old is not None and not result.ok:  # never trade a working env for a different one
+            roll_back(journal, say)
+            result.rolled_back = True
+            return result
+        journal.set("verified")
+        finish(journal, lambda _: None)
+        return result
     except BaseException as e:
-        if cleared and os.path.lexists(target):
-            shutil.rmtree(target, ignore_errors=True)  # half-built: ours
-        if aside is not None and not os.path.lexists(target):
-            os.rename(aside, target)
-        if was_empty_dir and not os.path.lexists(target):
-            target.mkdir()
-        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            settle(journal, say)
+        except BaseException as again:
+            raise RestoreFailedError(target, step, e, replaced=plan.replaces,
+                                     undone=f"rolling back failed too ({again}); run "
+                                     f"`conda-safeguard recover -p {target}`") from e
         if not isinstance(e, Exception):
             raise
         raise RestoreFailedError(target, step, e, replaced=plan.replaces) from e
-    shutil.rmtree(staging, ignore_errors=True)
-    if aside is not None:
-        shutil.rmtree(aside, ignore_errors=True)
-    pip_note = install_pip(target, plan.pip, offline=plan.offline, progress=say)
-    say(f"verifying {target} against snapshot {plan.info.short_id}")
-    report = verify(target, plan.state)
-    return RestoreResult(plan, report, plan.pip, pip_note)
-
-
-def _clear_target(plan: RestorePlan, target: Path) -> Path | None:
-    """Make room at `target`: move an env there aside (returned) or drop an empty folder."""
-    if plan.replaces:
-        aside = target.with_name(f".{target.name}.safeguard-old-{os.getpid()}")
-        os.rename(target, aside)
-        return aside
-    if target.is_dir():
-        target.rmdir()
-    return None
 
 
 def undo_snapshot(store: Store, prefix: Path, current: EnvState) -> SnapshotInfo:

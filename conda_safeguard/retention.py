@@ -9,7 +9,11 @@ from typing import Any
 
 from .exceptions import StoreError
 from .snapshot import SnapshotInfo
-from .store import Store
+from .pins import PACKAGE_EXTS
+from .store import Store, is_hash
+from .storecheck import remove_temp_files
+from .storeperm import owned_by_me
+from .suggest import safeguard as _sg
 
 
 @dataclass(frozen=True)
@@ -51,12 +55,15 @@ class PruneReport:
     packages_removed: int = 0
     bytes_freed: int = 0
     removed_envs_skipped: list[str] = field(default_factory=list)
+    temp_removed: int = 0  # temp files of killed runs
+    others_kept: int = 0  # a team store's snapshots of other users (never pruned by us)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "forgotten": [s.id for s in self.forgotten], "kept": self.kept,
             "objects_removed": self.objects_removed, "packages_removed": self.packages_removed,
             "bytes_freed": self.bytes_freed, "removed_envs_skipped": self.removed_envs_skipped,
+            "temp_removed": self.temp_removed, "others_kept": self.others_kept,
         }
 
 
@@ -74,14 +81,22 @@ def prune(store: Store, policy: RetentionPolicy, *, prefixes: list[str] | None =
             raise StoreError(
                 f"Refusing to prune: {len(unreadable)} snapshot manifest(s) cannot be read "
                 f"(snapshots/{', snapshots/'.join(unreadable)}), and the data they name would be "
-                "deleted. Nothing was changed. Run `conda-safeguard check`, and move a damaged "
+                f"deleted. Nothing was changed. Run `{_sg('check')}`, and move a damaged "
                 "manifest out of the store to prune without it.")
         snapshots = store.snapshots()  # re-read under the lock: a backup may have just landed
         by_prefix: dict[str, list[SnapshotInfo]] = {}
         for s in snapshots:
             by_prefix.setdefault(s.prefix, []).append(s)
         forgotten_ids: set[str] = set()
+        if store.shared:  # a team store: each member forgets only their own snapshots
+            mine = {s.id for s in snapshots if owned_by_me(store.root / "snapshots"
+                                                            / f"{s.id}.json")}
+            report.others_kept = len(snapshots) - len(mine)
+            report.kept += report.others_kept
+            by_prefix = {p: [s for s in group if s.id in mine] for p, group in by_prefix.items()}
         for prefix, group in by_prefix.items():
+            if not group:
+                continue
             named = prefixes is not None and prefix in prefixes
             if prefixes is not None and not named:
                 report.kept += len(group)
@@ -101,26 +116,39 @@ def prune(store: Store, policy: RetentionPolicy, *, prefixes: list[str] | None =
         live = [s for s in snapshots if s.id not in forgotten_ids]
         referenced = {oid for s in live for oid in s.objects.values()}
         referenced_pins = {sha for s in live for sha in s.pins}
+        # Decide every deletion before the first one: a surprise half-way must not leave
+        # manifests deleted and their data kept (or the reverse).
+        doomed_objects = [store.root / "objects" / oid[:2] / oid
+                          for oid in store.iter_object_ids() if oid not in referenced]
+        doomed_pins = [path for sha, path in _pin_files(store) if sha not in referenced_pins]
+        for path in doomed_objects:
+            report.objects_removed += 1
+            report.bytes_freed += path.lstat().st_size
+        for path in doomed_pins:
+            report.packages_removed += 1
+            st = path.lstat()
+            # A hardlink shared with conda's cache frees nothing until conda drops its name.
+            report.bytes_freed += st.st_size if st.st_nlink == 1 else 0
         if not dry_run:
             for s in report.forgotten:
                 store.delete_manifest(s.id)
-        for oid in list(store.iter_object_ids()):
-            if oid not in referenced:
-                path = store.root / "objects" / oid[:2] / oid
-                report.objects_removed += 1
-                report.bytes_freed += path.stat().st_size
-                if not dry_run:
-                    path.unlink()
-        packages = store.root / "packages"
-        if packages.is_dir():
-            for path in packages.iterdir():
-                sha = path.name.split(".", 1)[0]
-                if path.name.startswith(".tmp-") or sha in referenced_pins:
-                    continue
-                report.packages_removed += 1
-                st = path.stat()
-                # A hardlink shared with conda's cache frees nothing until conda drops its name.
-                report.bytes_freed += st.st_size if st.st_nlink == 1 else 0
-                if not dry_run:
-                    path.unlink()
+            for path in [*doomed_objects, *doomed_pins]:
+                path.unlink()
+            # Every writer holds the shared lock while its temp files exist: under the
+            # exclusive lock, any temp file left belongs to a run that was killed.
+            report.temp_removed = len(remove_temp_files(store))
     return report
+
+
+def _pin_files(store: Store) -> list[tuple[str, Path]]:
+    """(sha256, path) of the package files in packages/: regular files named as pins only."""
+    directory = store.root / "packages"
+    if not directory.is_dir() or directory.is_symlink():
+        return []
+    out = []
+    for path in directory.iterdir():
+        sha, dot, ext = path.name.partition(".")
+        if is_hash(sha) and dot and f".{ext}" in PACKAGE_EXTS and not path.is_symlink() \
+                and path.is_file():
+            out.append((sha, path))
+    return out

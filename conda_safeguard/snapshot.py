@@ -28,6 +28,13 @@ from .prefix import (
 )
 
 
+#: Reasons restore/undo give the snapshot of the env they replace (and older spellings).
+BEFORE_REPLACE_REASONS = ("before restore:", "before undo:", "refused before restore:",
+                          "refused before undo:", "replace it with snapshot",
+                          "undo: return it to snapshot", "refused replace it with snapshot",
+                          "refused undo: return it")
+
+
 def host_platform() -> str:
     """conda's subdir for this machine (linux-64, osx-arm64, win-64, …)."""
     machine = _platform.machine().lower()
@@ -56,6 +63,9 @@ class EnvState:
     history: str  # conda-meta/history as it was: it dies with the env otherwise
     frozen: str | None  # CEP-22 marker message, or None
     platform: str
+    # the env's own configuration no package owns (activate.d scripts, pinned, .condarc):
+    # path -> {"mode", "data" (base64)}; see unowned.py. Not part of the fingerprint.
+    config: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def fingerprint(self) -> str:
@@ -80,6 +90,8 @@ def capture(prefix: Path, record_cache: dict[str, Any] | None = None) -> EnvStat
     except FileNotFoundError:
         history_text = ""
     history = read_history(prefix)
+    from .unowned import capture_config
+
     names = {r.name for r in records}
     platforms = {r.subdir for r in records if r.subdir and r.subdir != "noarch"}
     return EnvState(
@@ -90,6 +102,7 @@ def capture(prefix: Path, record_cache: dict[str, Any] | None = None) -> EnvStat
         history=history_text,
         frozen=read_frozen(prefix),
         platform=platforms.pop() if len(platforms) == 1 else host_platform(),
+        config=capture_config(prefix),
     )
 
 
@@ -118,6 +131,12 @@ class SnapshotInfo:
     @property
     def short_id(self) -> str:
         return self.id[:10]
+
+    @property
+    def taken_before_replace(self) -> bool:
+        """Taken by restore/undo of the env it was about to replace: `ENV` and `ENV@-N` skip
+        it, so retrying a failed restore restores what the user asked for, not this."""
+        return self.reason.startswith(BEFORE_REPLACE_REASONS)
 
     @property
     def created_at(self) -> datetime:
@@ -151,9 +170,17 @@ def new_info(*, env_name: str, prefix: Path, state: EnvState, reason: str, argv:
         "counts": {"conda": len(state.packages), "pip": len(state.pip)},
         "host": socket.gethostname(), "user": user, "tool": "conda-safeguard",
         "tool_version": __version__, "parent": parent.id if parent else None, "change": change,
+        "pins": [],
     }
-    snapshot_id = hashlib.sha256(canonical_json(body)).hexdigest()
-    return SnapshotInfo(id=snapshot_id, **body)  # type: ignore[arg-type]
+    return SnapshotInfo(id=manifest_id(body), **body)  # type: ignore[arg-type]
+
+
+def manifest_id(fields: dict[str, Any]) -> str:
+    """A snapshot's id: the sha256 of every field of its manifest but the id itself, so an
+    edited or damaged manifest no longer matches its id (store.py checks it on every read).
+    Set it again (`info.id = manifest_id(info.to_dict())`) after changing a field."""
+    return hashlib.sha256(canonical_json({k: v for k, v in fields.items() if k != "id"}
+                                         )).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------

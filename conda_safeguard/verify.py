@@ -4,7 +4,10 @@ The package set is compared by name, version, build and hash (sha256 where both 
 one, else md5). Every file conda linked is re-hashed against its package's `paths_data` in the
 env's own conda-meta record: `sha256_in_prefix` where conda wrote one (files whose prefix
 placeholder was replaced), else the package's `sha256`. Softlinks and directories carry no
-content of their own and are skipped; so are entries with no hash recorded (counted).
+content of their own and are skipped, and `.pyc` files conda compiled at install time have no
+package hash. Any other file with no recorded hash is a difference, not a pass: a record
+written with conda's safety checks disabled (`"paths_data": {"paths": []}`) leaves nothing to
+prove the files against, and "identical" is only said of files that were compared.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from .prefix import CondaRecord, read_pip_dists, read_records, record_files, req
 from .snapshot import EnvState
 
 _SKIPPED_TYPES = ("softlink", "directory", "linked_package_record")
+_COMPILED_TYPES = ("pyc_file", "unix_python_entry_point", "windows_python_entry_point_script",
+                   "windows_python_entry_point_exe")  # made at install time: no package hash
 _SMALL = 1 << 20
 
 
@@ -31,7 +36,9 @@ class VerifyReport:
     prefix: str
     packages: int = 0
     files_checked: int = 0
-    files_unhashed: int = 0  # paths_data entries with no hash to check against
+    files_unhashed: int = 0  # files with no recorded hash to check against (a difference)
+    files_compiled: int = 0  # made at install time (.pyc, entry points): no package hash
+    unhashed: list[str] = field(default_factory=list)  # "pkg: why", one line per package
     missing: list[str] = field(default_factory=list)  # packages the snapshot has, the env not
     extra: list[str] = field(default_factory=list)  # packages the env has, the snapshot not
     changed: list[str] = field(default_factory=list)  # same name, other version/build/hash
@@ -41,11 +48,17 @@ class VerifyReport:
 
     @property
     def conda_identical(self) -> bool:
-        return not (self.missing or self.extra or self.changed or self.bad_files)
+        return not (self.missing or self.extra or self.changed or self.bad_files
+                    or self.unhashed)
 
     @property
     def identical(self) -> bool:
         return self.conda_identical and not (self.pip_missing or self.pip_extra)
+
+    @property
+    def summary(self) -> str:
+        """What was compared, in counts: a verdict is worth only what it checked."""
+        return f"{self.packages} packages, {self.files_checked} files compared"
 
     @property
     def verdict(self) -> str:
@@ -54,6 +67,7 @@ class VerifyReport:
         parts = []
         for label, items in (("missing packages", self.missing), ("extra packages", self.extra),
                              ("changed packages", self.changed), ("files differ", self.bad_files),
+                             ("packages with files that have no recorded hash", self.unhashed),
                              ("pip packages missing", self.pip_missing),
                              ("pip packages extra", self.pip_extra)):
             if items:
@@ -63,6 +77,7 @@ class VerifyReport:
     def details(self, limit: int = 20) -> list[str]:
         out = [f"- {m} (missing)" for m in self.missing] + [f"+ {e} (extra)" for e in self.extra]
         out += [f"~ {c}" for c in self.changed]
+        out += [f"? {u}" for u in self.unhashed[:limit]]
         out += [f"! {b}" for b in self.bad_files[:limit]]
         if len(self.bad_files) > limit:
             out.append(f"! … and {len(self.bad_files) - limit} more files")
@@ -103,11 +118,19 @@ def _sha256(path: str, size: int | None) -> str:
 
 def check_files(prefix: Path, name: str, record: dict[str, Any], report: VerifyReport) -> None:
     """Re-hash the files of one conda-meta record against its paths_data."""
-    paths = (record.get("paths_data") or {}).get("paths")
-    if paths is None:  # very old records: only `files`, nothing to hash against
-        report.files_unhashed += len(record.get("files") or ())
-        return
+    paths = (record.get("paths_data") or {}).get("paths") or []
+    files = [f for f in record.get("files") or () if isinstance(f, str)]
+    listed = {e.get("_path") for e in paths if isinstance(e, dict)}
+    not_in_paths = [f for f in files if f not in listed]
+    if not_in_paths:  # conda wrote no paths_data (safety checks disabled, very old records)
+        report.files_unhashed += len(not_in_paths)
+        report.unhashed.append(
+            f"{name}: {len(not_in_paths)} of its {len(files)} files have no recorded sha256 "
+            "(its record was written without conda's safety checks), so they were not compared")
+    unhashed = []
     for entry in paths:
+        if not isinstance(entry, dict):
+            continue
         rel = entry.get("_path")
         kind = entry.get("path_type", "hardlink")
         if not rel or kind in _SKIPPED_TYPES:
@@ -115,9 +138,12 @@ def check_files(prefix: Path, name: str, record: dict[str, Any], report: VerifyR
         full = os.path.join(prefix, rel)
         expected = entry.get("sha256_in_prefix") or entry.get("sha256")
         if not expected:
-            if not os.path.lexists(full) and kind != "pyc_file":
+            if kind in _COMPILED_TYPES:
+                report.files_compiled += 1
+            elif not os.path.lexists(full):
                 report.bad_files.append(f"{name}: {rel}: missing")
-            report.files_unhashed += 1
+            else:
+                unhashed.append(rel)
             continue
         try:  # (a hardlink-type file conda softlinked is read through its link)
             actual = _sha256(full, entry.get("size_in_bytes"))
@@ -130,6 +156,10 @@ def check_files(prefix: Path, name: str, record: dict[str, Any], report: VerifyR
         report.files_checked += 1
         if actual != expected:
             report.bad_files.append(f"{name}: {rel}: sha256 differs")
+    if unhashed:
+        report.files_unhashed += len(unhashed)
+        report.unhashed.append(f"{name}: {len(unhashed)} files with no recorded sha256 "
+                               f"({', '.join(unhashed[:3])}{' …' if len(unhashed) > 3 else ''})")
 
 
 def verify(prefix: Path, expected: EnvState | None = None, *,
@@ -170,5 +200,7 @@ def verify(prefix: Path, expected: EnvState | None = None, *,
         for part in pool.map(one, paths):
             report.files_checked += part.files_checked
             report.files_unhashed += part.files_unhashed
+            report.files_compiled += part.files_compiled
+            report.unhashed += part.unhashed
             report.bad_files += part.bad_files
     return report

@@ -7,7 +7,7 @@
 # functions. An existing function of that name (conda.sh's `conda`, micromamba's or mamba's
 # shell hook) is kept as __safeguard_orig_<tool> and called as before. Only commands that can
 # change or destroy an env (install, update, upgrade, remove, uninstall, create, rename,
-# env create|update|remove) first run the guard:
+# env create|update|remove, env config vars set|unset) first run the guard:
 #     python -m conda_safeguard guard --tool TOOL -- ARGS...
 # Its exit status: 0 run the command (a snapshot was taken, or the conda plugin will decide),
 # 4 refused, 130 interrupted, anything else an error. The command runs only on 0, with its
@@ -35,15 +35,13 @@ __safeguard_mutates() {
             --rc-file | --log-level | --console) _SAFEGUARD_SKIP=1 ;;
         -*) ;;
         *)
-            if [ -n "$_SAFEGUARD_ENV" ]; then
-                case "$_SAFEGUARD_ARG" in
-                create | update | remove) \return 0 ;;
-                esac
-                \return 1
-            fi
-            case "$_SAFEGUARD_ARG" in
-            install | update | upgrade | remove | uninstall | create | rename) \return 0 ;;
-            env) _SAFEGUARD_ENV=1 ;;
+            # _SAFEGUARD_ENV: the words of `env config vars` read so far
+            case "$_SAFEGUARD_ENV:$_SAFEGUARD_ARG" in
+            :install | :update | :upgrade | :remove | :uninstall | :create | :rename) \return 0 ;;
+            :env) _SAFEGUARD_ENV="env" ;;
+            env:create | env:update | env:remove | vars:set | vars:unset) \return 0 ;;
+            env:config) _SAFEGUARD_ENV=config ;;
+            config:vars) _SAFEGUARD_ENV=vars ;;
             *) \return 1 ;;
             esac
             ;;

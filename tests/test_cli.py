@@ -105,7 +105,9 @@ def test_json_output_parses(make_env, channel, pkg_cache, capsys) -> None:
     assert {p["name"]: p["version"] for p in shown["packages"]}["liba"] == "1.0"
     assert [d["name"] for d in shown["pip"]] == ["plain"]
 
-    diff = json.loads(ok(capsys, "diff", "js@-1", "js", "--json"))
+    code, out, _ = run(capsys, "diff", "js@-1", "js", "--json")  # exit 1: they differ
+    diff = json.loads(out)
+    assert code == 1 and diff["same"] is False
     assert diff["counts"] == {"added": 0, "removed": 0, "changed": 1}
     assert [(c["name"], c["status"]) for c in diff["changes"]] == [("liba", "changed")]
 
@@ -125,16 +127,18 @@ def test_diff_reports_exactly_the_changed_packages(make_env, channel, pkg_cache,
     ok(capsys, "backup", "-n", "story")
     install_env(prefix, channel, ["liba=2.0"], cache_dir=pkg_cache)
     ok(capsys, "backup", "-n", "story")
-    out = ok(capsys, "diff", "story@-1", "story@latest")
+    code, out, _ = run(capsys, "diff", "story@-1", "story@latest")
     lines = out.splitlines()
-    assert lines[0].startswith("story: ") and len(lines) == 2
+    assert code == 1 and lines[0].startswith("story snapshot ") and len(lines) == 2
     assert lines[1] == f"  ~ liba  1.0 0 ({channel.url}) -> 2.0 0 ({channel.url})"
 
     add_pip_package(prefix, "plain", "2.0")
     set_env_vars(prefix, {"MODE": "x"})
-    out = ok(capsys, "diff", "story")  # the latest snapshot vs the env now
+    code, out, _ = run(capsys, "diff", "story")  # the latest snapshot vs the env now
+    assert code == 1
     assert out.splitlines()[1:] == ["  ~ plain (pip)  plain==1.0 -> plain==2.0", "  ~ env var MODE"]
-    assert ok(capsys, "diff", "story@-1", "story@-1").splitlines()[1] == "  no differences"
+    assert ok(capsys, "diff", "story@-1", "story@-1").splitlines()[1] == (
+        "  no differences (3 conda and 1 pip packages compared, and env vars)")
 
 
 def test_list_and_show_to_file(make_env, capsys, tmp_path) -> None:
@@ -223,7 +227,7 @@ def populated(make_env, capsys, store_root: Path) -> Path:
     (["show", "0000deadbeef"], ["No snapshot matches '0000deadbeef'", "conda-safeguard list"]),
     (["show", "ghost@latest"], ["no snapshots of an env called 'ghost'"]),
     (["show", "good@-5"], ["good has 1 snapshots"]),
-    (["diff", "nope"], ["No snapshot matches 'nope'"]),
+    # diff: exit 2 for bad input (1 means "differs"), tested in test_fleet.py
     (["list", "ghost"], ["No snapshot matches 'ghost'"]),
     (["prune", "ghost"], ["No snapshot matches 'ghost'"]),
 ])

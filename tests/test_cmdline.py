@@ -29,11 +29,12 @@ COMMANDS = [
     (["env", "update", "-f", "e.yml"], "env_update"),
     (["--no-plugins", "install", "x"], "install"),
     (["-v", "--debug", "remove", "--all"], "remove"),
-    (["-r", "/root", "install", "x"], "install"),  # micromamba -r ROOT before the subcommand
     (["list"], None),
     (["env", "list"], None),
     (["env", "export", "-n", "x"], None),
-    (["env", "config", "vars", "set", "A=1"], None),
+    (["env", "config", "vars", "set", "A=1"], "env_vars"),
+    (["env", "config", "vars", "unset", "A"], "env_vars"),
+    (["env", "config", "vars", "list"], None),
     (["env"], None),
     (["activate", "install"], None),
     (["self-update"], None),
@@ -51,6 +52,17 @@ def test_subcommand(tool: str, argv: list[str], command: str | None) -> None:
     assert parse(tool, argv).command == command
 
 
+def test_options_before_the_subcommand_per_tool() -> None:
+    # micromamba takes -r ROOT (and -n) before the subcommand; conda's argparse refuses both,
+    # and reading them alike keeps the snippets' `case` and this parser in agreement
+    assert p("-r", "/root", "install", "x", tool="micromamba").command == "install"
+    assert p("-r", "/root", "install", "x", tool="mamba").root_prefix == "/root"
+    assert p("-r", "/root", "install", "x").command == "install"
+    # after the subcommand, -a is micromamba's --all, nothing in conda
+    assert p("remove", "-a", tool="micromamba").all and not p("remove", "-a").all
+    assert p("-n", "x", "remove", "--all", tool="micromamba").name == "x"
+
+
 @pytest.mark.parametrize("argv", [
     ["remove", "-n", "my env ü", "--all"],
     ["remove", "--name", "my env ü", "--all"],
@@ -58,7 +70,11 @@ def test_subcommand(tool: str, argv: list[str], command: str | None) -> None:
     ["remove", "-nmy env ü", "--all"],
     ["remove", "-yn", "my env ü", "--all"],
     ["remove", "--all", "-n", "my env ü"],
-    ["-n", "my env ü", "remove", "--all"],
+    ["remove", "--na", "my env ü", "--al"],
+    ["remove", "--nam=my env ü", "--a"],
+    ["remove", "-n=my env ü", "--all"],
+    ["remove", "-yn=my env ü", "--all"],
+    ["--no-p", "remove", "-n", "my env ü", "--all"],
 ])
 def test_name_forms(argv: list[str]) -> None:
     cmd = parse("conda", argv)
@@ -77,7 +93,7 @@ def test_prefix_forms(argv: list[str]) -> None:
 
 
 def test_flags() -> None:
-    cmd = p("remove", "-n", "x", "--all", "-y", "--json", "--dry-run", "-q", "--no-plugins")
+    cmd = p("--no-plugins", "remove", "-n", "x", "--all", "-y", "--json", "--dry-run", "-q")
     assert (cmd.all, cmd.yes, cmd.json, cmd.dry_run, cmd.quiet, cmd.no_plugins) == \
         (True, True, True, True, True, True)
     cmd = p("remove", "-ydq", "numpy")
@@ -94,7 +110,7 @@ def test_option_values_are_not_positionals() -> None:
     assert cmd.positionals == ("liba", "libb")
     assert p("install", "--", "-weird-name").positionals == ("-weird-name",)
     # a value that looks like a subcommand is still a value
-    assert p("-n", "install", "list").command is None
+    assert p("-n", "install", "list", tool="micromamba").command is None
 
 
 def test_flags_after_double_dash_are_positional() -> None:
@@ -109,12 +125,56 @@ def test_missing_value_at_the_end_does_not_raise() -> None:
 
 
 def test_rename() -> None:
-    cmd = p("rename", "-n", "old", "new", "--force")
+    cmd = parse("conda", ["rename", "-n", "old", "new", "--force"], conda_version="23.11.0")
     assert (cmd.command, cmd.name, cmd.destination, cmd.force) == ("rename", "old", "new", True)
     cmd = p("rename", "-p", "/envs/old env", "/envs/new env", "--yes")
     assert (cmd.prefix, cmd.destination, cmd.yes) == ("/envs/old env", "/envs/new env", True)
     assert p("rename", "-n", "old").destination is None
     assert p("install", "x").destination is None
+
+
+ABBREVIATIONS = [  # argparse takes any unique prefix of a long option (conda; not mamba 2)
+    (["remove", "-n", "x", "--al", "-y"], {"all": True, "yes": True, "name": "x"}),
+    (["remove", "--na", "x", "--a", "--ye"], {"all": True, "yes": True, "name": "x"}),
+    (["--no-p", "remove", "--name", "x", "--all"], {"no_plugins": True, "all": True}),
+    (["--no-plug", "remove", "-n", "x"], {"no_plugins": True}),
+    (["install", "--pre=/e", "--rev", "2"], {"prefix": "/e", "revision": "2",
+                                             "command": "install_revision"}),
+    (["remove", "--dry", "-n", "x", "--js"], {"dry_run": True, "json": True}),
+    # --n is ambiguous (--name, --no-deps, …): argparse refuses, so it names nothing
+    (["remove", "--n", "x", "--all"], {"name": None, "positionals": ("x",)}),
+    (["env", "create", "--fi", "e.yml"], {"files": ("e.yml",), "command": "env_create"}),
+    (["env", "remove", "--na", "x", "-y"], {"name": "x", "yes": True}),
+    (["env", "config", "vars", "set", "--na", "x", "A=1"], {"name": "x",
+                                                           "positionals": ("A=1",)}),
+]
+
+
+@pytest.mark.parametrize(("argv", "expected"), ABBREVIATIONS)
+def test_abbreviations(argv: list[str], expected: dict[str, object]) -> None:
+    cmd = parse("conda", argv)
+    assert {k: getattr(cmd, k) for k in expected} == expected
+
+
+def test_no_abbreviations_for_mamba() -> None:
+    assert not p("remove", "-n", "x", "--al", tool="mamba").all
+    assert p("remove", "--na", "x", tool="micromamba").name is None
+
+
+def test_value_never_taken_from_an_option() -> None:
+    # argparse: `-n -y` is "expected one argument": conda refuses, we name nothing
+    cmd = p("remove", "-n", "--all")
+    assert (cmd.name, cmd.all) == (None, True)
+
+
+def test_options_follow_the_conda_version() -> None:
+    # conda 26 create -f FILE; conda < 26 create -f is --force
+    assert parse("conda", ["create", "-fn", "x"], conda_version="25.11.1").name == "x"
+    assert parse("conda", ["create", "-f", "e.yml", "-n", "x"]).files == ("e.yml",)
+    assert parse("conda", ["create", "-f", "e.yml"], conda_version="23.11.0").files == ()
+    # versions between or beyond those tested take the nearest older table
+    assert parse("conda", ["create", "-fn", "x"], conda_version="25.9.0").name == "x"
+    assert parse("conda", ["create", "-fn", "x"], conda_version="4.14.0").name == "x"
 
 
 def test_revision() -> None:

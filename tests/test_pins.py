@@ -163,3 +163,42 @@ def test_offline_restorable_needs_every_pin(world: World) -> None:
     assert "needs channel" in world.run("list", "o").out
     info.pins = info.pins[:1]
     assert not pins.offline_restorable(store, info, present=pins.pinned_names(store))
+
+
+def test_a_conda_format_pin_unpacks_without_py_rattler(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """conda-package-handling (what conda's base has; no py-rattler there) finds the parts of a
+    `.conda` by its file name: a pin named by its sha256 is offered under its package name."""
+    from conda_package_handling import api as cph
+
+    from conda_safeguard import installers
+    from conda_safeguard.prefix import CondaRecord
+    from tests.factory import build_package, file_sha256
+
+    built = build_package(tmp_path / "channel", "liba", "1.0", fmt=".conda")
+    sha = file_sha256(built)
+    pin = tmp_path / "store" / "packages" / f"{sha}.conda"
+    pin.parent.mkdir(parents=True)
+    os.link(built, pin)
+    with pytest.raises(Exception, match="info-"):  # the failure pins used to hit
+        cph.extract(str(pin), str(tmp_path / "direct"))
+
+    def cph_only() -> installers.Unpacker:
+        def extract(tarball: Path, dest: Path) -> None:
+            cph.extract(str(tarball), str(dest))
+        return extract
+
+    monkeypatch.setattr(installers, "find_unpacker", cph_only)
+    record = CondaRecord(name="liba", version="1.0", build="0", build_number=0,
+                         channel="file:///c/noarch", subdir="noarch", fn=built.name,
+                         url=f"file:///c/noarch/{built.name}", md5="", sha256=sha,
+                         size=built.stat().st_size, noarch="generic")
+    staging = tmp_path / "staging"
+    out = installers.unpack_all([installers.PackageFile(record, "pin", pin)],
+                                staging / "pkgs", staging)
+    folder = out[built.name]
+    assert (folder / "info" / "index.json").is_file()
+    assert json.loads((folder / "info" / "repodata_record.json").read_text())["sha256"] == sha
+    assert (staging / "named" / built.name).stat().st_ino == pin.stat().st_ino  # a hardlink
+    with pytest.raises(ValueError, match="not a package file name"):
+        pins.named_link(pin, staging, "../evil.conda")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conda_safeguard import installers, pip_restore
+from conda_safeguard import installers
 from conda_safeguard.snapshot import new_info
 from conda_safeguard.store import Store
 from tests.factory import install_env, set_env_vars
@@ -77,7 +77,7 @@ def test_restore_into_a_new_name_leaves_the_original(world: World) -> None:
     copy = world.prefix("copy")
     assert package_set(copy) == package_set(prefix)
     assert tree_hashes(copy) == before == tree_hashes(prefix)
-    assert world.run("verify", "-n", "copy", "orig").code == 0
+    assert world.run("verify", "-n", "copy", "--against", "orig").code == 0
 
 
 def test_dry_run_changes_nothing(world: World) -> None:
@@ -255,51 +255,6 @@ def test_unprotected_env_needs_yes_without_a_terminal(world: World) -> None:
 # pip, verify
 
 
-def test_pip_packages_without_an_interpreter_are_reported(world: World) -> None:
-    prefix = world.env("py", ["python", "liba=1.0"])
-    from tests.factory import add_pip_packages
-
-    src = prefix.parent / "src-gone"
-    add_pip_packages(prefix, [{"name": "plainpkg", "version": "1.5"},
-                              {"name": "devpkg", "version": "0.1", "editable": True,
-                               "direct_url": {"url": src.as_uri(),
-                                              "dir_info": {"editable": True}}}])
-    world.run("backup", "-n", "py")
-    shutil.rmtree(prefix)
-    r = world.run("restore", "py", "--yes")
-    assert r.code == 1
-    assert "plainpkg==1.5" in r.out and "no usable python" in r.out
-    assert "devpkg" in r.out and "gone" in r.out
-    assert "2 pip packages missing" in r.out
-
-
-def test_pip_packages_are_reinstalled_from_their_recorded_sources(
-        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    prefix = world.env("pip2", ["python", "liba=1.0"])
-    from tests.factory import add_pip_packages
-
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    vcs = {"url": "https://example.org/x/gitpkg.git",
-           "vcs_info": {"vcs": "git", "commit_id": commit}}
-    add_pip_packages(prefix, [{"name": "gitpkg", "version": "0.3", "direct_url": vcs},
-                              {"name": "devpkg", "version": "0.1", "editable": True}])
-    world.run("backup", "-n", "pip2")
-    shutil.rmtree(prefix)
-    log = prefix.parent / "pip-calls.txt"
-    fake = prefix.parent / "fake-python"  # stands in for the env's interpreter
-    fake.write_text(f'#!/bin/sh\n[ "$3" = "--version" ] && exit 0\necho "$@" >> {log}\n')
-    fake.chmod(0o755)
-    monkeypatch.setattr(pip_restore, "env_python", lambda p: fake if p == prefix else None)
-    r = world.run("restore", "pip2", "--yes")
-    calls = log.read_text().splitlines()
-    assert calls == [
-        "-m pip install --no-deps --disable-pip-version-check -e "
-        f"{prefix.parent / 'pip2.src' / 'devpkg'}",
-        "-m pip install --no-deps --disable-pip-version-check "
-        f"gitpkg @ git+https://example.org/x/gitpkg.git@{commit}",
-    ], r.out
-
-
 def test_verify_names_a_changed_file(world: World) -> None:
     prefix = world.env("v")
     assert world.run("verify", "-n", "v").code == 0
@@ -307,3 +262,31 @@ def test_verify_names_a_changed_file(world: World) -> None:
     r = world.run("verify", "-n", "v", "--json")
     assert r.code == 1
     assert r.json()["bad_files"] == ["liba: share/liba/liba-1.0.txt: sha256 differs"]
+
+
+def test_verify_counts_what_it_compared(world: World) -> None:
+    world.env("n", ["python", "liba=1.0", "tool"])
+    r = world.run("verify", "-n", "n")
+    # python: .keep, liba: 1 file, tool: 3 files
+    assert r.code == 0 and "byte-identical (3 packages, 5 files compared)" in r.out
+
+
+def test_a_record_without_file_hashes_is_a_difference_not_a_pass(world: World) -> None:
+    """What conda writes with CONDA_SAFETY_CHECKS=disabled: `"paths_data": {"paths": []}`."""
+    prefix = world.env("u", ["liba=1.0", "tool"])
+    rec = next((prefix / "conda-meta").glob("tool-*.json"))
+    data = json.loads(rec.read_text())
+    data["paths_data"] = {"paths": [], "paths_version": 1}
+    rec.write_text(json.dumps(data))
+    r = world.run("verify", "-n", "u")
+    assert r.code == 1
+    assert "1 packages with files that have no recorded hash" in r.out
+    assert "(2 packages, 1 files compared)" in r.out
+    assert "tool: 3 of its 3 files have no recorded sha256" in r.out
+    # one entry without its sha256 among hashed ones
+    data["paths_data"] = {"paths": [{"_path": p, "path_type": "hardlink"} for p in data["files"]],
+                          "paths_version": 1}
+    rec.write_text(json.dumps(data))
+    doc = world.run("verify", "-n", "u", "--json").json()
+    assert doc["identical"] is False and doc["files_unhashed"] == 3
+    assert doc["unhashed"][0].startswith("tool: 3 files with no recorded sha256")

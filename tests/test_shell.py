@@ -329,7 +329,8 @@ PASS_THROUGH = [
     ["env", "export", "-n", "x"], ["env", "config", "vars", "list"], ["search", "remove"],
     ["self-update"], ["run", "-n", "x", "pip", "install", "y"], ["--version"], [],
     ["clean", "--all"], ["config", "--set", "always_yes", "true"], ["info", "--envs"],
-    ["-n", "install", "list"], ["--", "install"],
+    ["-n", "install", "list"], ["--", "install"], ["env", "config", "list"],
+    ["env", "config", "vars"], ["env", "vars", "set"],
 ]
 
 
@@ -355,6 +356,8 @@ MUTATING = [
     ["env", "remove", "-n", "x"], ["env", "create"], ["env", "update", "-f", "e.yml"],
     ["install", "--revision", "2"], ["--no-plugins", "remove", "--all"],
     ["-r", "/root", "create", "-n", "x"], ["-v", "env", "--debug", "remove"],
+    ["env", "config", "vars", "set", "A=1"], ["env", "config", "vars", "unset", "A"],
+    ["--no-p", "remove", "--al"],
 ]
 
 
@@ -591,7 +594,7 @@ def test_prompt_in_a_terminal(pexpect: object, sh: Shell, make_env: Callable[...
 
 def test_ctrl_c_at_the_prompt_in_an_interactive_shell(pexpect: object, sh: Shell,
                                                       make_env: Callable[..., Path]) -> None:
-    """The user's own shell: ^C at the prompt aborts (status 4) and the shell carries on."""
+    """The user's own shell: ^C at the prompt aborts (status 130) and the shell carries on."""
     make_env("work")
     argv = ["bash", "--noprofile", "--norc", "-i"] if sh.name == "bash" else \
         ["zsh", "--no-rcs", "-i"]
@@ -608,7 +611,7 @@ def test_ctrl_c_at_the_prompt_in_an_interactive_shell(pexpect: object, sh: Shell
     assert "Aborted" in child.before and "Traceback" not in child.before  # type: ignore
     child.sendline("echo status=$?")  # type: ignore[attr-defined]
     child.expect(r"status=(\d+)")  # type: ignore[attr-defined]
-    assert child.match.group(1) == "4"  # type: ignore[attr-defined]
+    assert child.match.group(1) == "130"  # type: ignore[attr-defined]
     assert sh.calls("conda") == []
     child.sendline("conda env remove -n work")  # type: ignore[attr-defined]
     child.expect(PROMPT)  # type: ignore[attr-defined]
@@ -766,3 +769,71 @@ def test_json_refusal_is_a_json_object(bash: Shell, make_env: Callable[..., Path
     assert out.returncode == REFUSED
     data = json.loads(out.stdout)
     assert data["exit_code"] == REFUSED and "work" in data["message"]
+
+
+# The shell layer's share of issue 10's bypasses: every spelling argparse accepts, glob specs,
+# dependency pruning, symlinked paths and `env config vars`, in bash and zsh, with real envs.
+BYPASSES = [
+    ["--no-plugins", "remove", "-n", "work", "--al", "-y"],
+    ["--no-p", "remove", "--na", "work", "--all", "-y"],
+    ["--no-plugins", "remove", "--name=work", "--a"],
+    ["--no-plugins", "remove", "-nwork", "--all", "--ye"],
+    ["--no-plugins", "remove", "-yn", "work", "--all"],
+    ["--no-plugins", "remove", "-n=work", "--all"],
+    ["--no-plugins", "env", "remove", "--na", "work"],
+    ["--no-plugins", "remove", "-n", "work", "*", "-y"],
+    ["--no-plugins", "remove", "-n", "work", "p*", "l*", "-y"],
+    ["--no-plugins", "remove", "-n", "work", "lib*", "python", "-y"],
+    ["--no-plugins", "remove", "-n", "work", "libb", "-y"],  # liba is pruned after it
+]
+
+
+@pytest.mark.parametrize("argv", BYPASSES, ids=" ".join)
+def test_bypass_spellings_are_refused(sh: Shell, make_env: Callable[..., Path],
+                                      argv: list[str]) -> None:
+    work = make_env("work", ["libb"] if argv[-2:] == ["libb", "-y"] else
+                    ["python", "liba=1.0", "libb"])
+    out = sh.tool("conda", *argv)
+    assert out.returncode == REFUSED, out.stderr
+    assert "'work'" in out.stderr
+    assert sh.calls("conda") == []
+    # the snapshot is of work, not of base (`--na X` used to snapshot base)
+    assert snapshots_of(work) and not snapshots_of(sh.root)
+
+
+def test_remove_that_leaves_packages_runs(sh: Shell, make_env: Callable[..., Path]) -> None:
+    make_env("work", ["python", "libb"])
+    for argv in (["--no-plugins", "remove", "-n", "work", "liba", "-y"],  # python stays
+                 ["--no-plugins", "remove", "-n", "work", "nothere*", "-y"]):  # conda refuses
+        out = sh.tool("conda", *argv)
+        assert out.returncode == 0, out.stderr
+    assert len(sh.calls("conda")) == 2
+
+
+def test_symlink_named_like_a_temp_env(sh: Shell, make_env: Callable[..., Path]) -> None:
+    important = make_env("important")
+    link = sh.tmp / "quick-tmp"
+    link.symlink_to(important)
+    for allow in ("", "quick-tmp", str(link)):
+        out = sh.tool("conda", "--no-plugins", "remove", "-p", str(link), "--all", "-y",
+                      CONDA_SAFEGUARD_ALLOW=allow)
+        assert out.returncode == REFUSED, out.stderr
+        assert "'important'" in out.stderr
+    assert sh.calls("conda") == []
+    out = sh.tool("conda", "--no-plugins", "remove", "-p", str(link), "--all", "-y",
+                  CONDA_SAFEGUARD_ALLOW="important")
+    assert out.returncode == 0, out.stderr
+    assert sh.calls("conda") == [["--no-plugins", "remove", "-p", str(link), "--all", "-y"]]
+
+
+def test_env_config_vars_set_takes_a_snapshot(sh: Shell, make_env: Callable[..., Path]) -> None:
+    work = make_env("work")
+    for tool, argv in (("conda", ["--no-plugins", "env", "config", "vars", "set", "--na", "work",
+                                  "A=1"]),
+                       ("mamba", ["env", "config", "vars", "unset", "-n", "work", "A"])):
+        out = sh.tool(tool, *argv)
+        assert out.returncode == 0, out.stderr
+    # one snapshot: the fake tools change nothing, and an unchanged env adds none
+    assert snapshots_of(work) == ["before env_vars"]
+    assert not snapshots_of(sh.root)
+    assert len(sh.calls("conda")) == len(sh.calls("mamba")) == 1

@@ -23,15 +23,26 @@ def configure_parser(parser: argparse.ArgumentParser, *, only: str | None = None
     With `only`, just that verb's parser is built (argparse set-up is most of the standalone
     command's start-up); returns whether a verb of that name exists.
     """
-    from . import protection, restoring, shellcmd, snapshots
+    from . import fleet, fleetops, protection, restoring, shellcmd, snapshots
 
     parser.description = DESCRIPTION
     parser.add_argument("--version", action="version", version=f"conda-safeguard {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
     target: Any = sub if only is None else _OneVerb(sub, only)
-    for module in (snapshots, protection, restoring, shellcmd):
+    for module in (snapshots, protection, restoring, shellcmd, fleet, fleetops):
         module.register(target)
+    sub.choices = _VisibleChoices(sub.choices)
     return only is None or target.found
+
+
+class _VisibleChoices(dict):  # type: ignore[type-arg]
+    """The verbs argparse lists in its "invalid choice" error: every verb but the hidden
+    `guard` (which only the shell snippets call). Lookups still find it."""
+
+    HIDDEN = frozenset({"guard"})
+
+    def __iter__(self) -> Any:
+        return (verb for verb in dict.__iter__(self) if verb not in self.HIDDEN)
 
 
 class _OneVerb:
@@ -64,7 +75,9 @@ def build_parser(prog: str = "conda-safeguard", argv: list[str] | None = None,
 def execute(args: argparse.Namespace, runtime: Runtime | None = None) -> int:
     """Run the verb in `args`. Errors propagate: the caller converts them at its edge."""
     if getattr(args, "func", None) is None:
-        build_parser().print_help()
+        from ..suggest import prog
+
+        build_parser(prog=prog()).print_help()
         return 2
     if runtime is None:
         from .runtime import Runtime

@@ -7,6 +7,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from ..constants import FROZEN_MARK
+from ..suggest import safeguard as _sg
 from .common import add_env_options, add_output_options, resolve_prefix, verb_parser
 
 if TYPE_CHECKING:
@@ -73,14 +74,21 @@ def _set_mark(rt: Runtime, args: argparse.Namespace, protected: bool) -> int:
     prefix = _prefix(rt, args)
     name = rt.locator.short_name(prefix)
     is_base = rt.locator.root_prefix is not None and prefix == rt.locator.root_prefix
+    if not protected and is_base:
+        from .. import suggest
+        from ..exceptions import SafeguardError
+
+        raise SafeguardError(
+            f"base ({prefix}) is always protected: conda itself lives there, so it cannot be "
+            "unprotected. Nothing was changed. To let one command replace or remove it anyway, "
+            f"type its name at the prompt, or put {suggest.allow(['base'])} in front of the "
+            "command.")
     write_mark(prefix, protected)
     effective = protection(rt, prefix)
     if rt.json:
         rt.emit_json({"env": name, "prefix": str(prefix), "protected": effective})
     else:
         rt.out(f"{name}: {'protected' if effective else 'not protected'}")
-        if not protected and is_base:
-            rt.info("base is always protected; the mark was recorded but has no effect.")
     return 0
 
 
@@ -102,7 +110,7 @@ def cmd_freeze(rt: Runtime, args: argparse.Namespace) -> int:
         rt.emit_json({"prefix": str(prefix), "frozen": True, "message": args.message})
     else:
         rt.out(f"{rt.locator.short_name(prefix)}: frozen (conda >= 25.5 refuses changes; "
-               "`conda-safeguard unfreeze` undoes it)")
+               f"`{_sg('unfreeze', '-p', prefix)}` undoes it)")
     return 0
 
 
@@ -128,8 +136,10 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
         prefixes = [_prefix(rt, args)]
     else:
         prefixes = rt.locator.all_envs()
+    store = None
     try:
-        snapshots = rt.store(create=False).snapshots()
+        store = rt.store(create=False)
+        snapshots = store.snapshots()
     except SafeguardError:  # no store yet: nothing snapshotted, which status reports
         snapshots = []
     rows: list[dict[str, Any]] = []
@@ -146,14 +156,35 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
             "latest_snapshot": latest.id if latest else None,
             "latest_created": latest.created if latest else None,
         })
+    from .restoring import pending_restores
+
+    interrupted = pending_restores(rt, prefixes[0] if len(prefixes) == 1 and (
+        args.env or args.name or args.prefix) else None)
+    for p in interrupted:
+        row = next((r for r in rows if r["prefix"] == str(p.target)), None)
+        if row is None:  # nothing at the path: the env is only in the kept old folder
+            row = {"env": p.target.name, "prefix": str(p.target), "protected": None,
+                   "mark": None, "frozen": False, "latest_snapshot": None,
+                   "latest_created": None}
+            rows.append(row)
+        row["interrupted_restore"] = {"snapshot": p.journal.snapshot, "step": p.journal.phase,
+                                      "kept_old": p.kept_old, "running": p.running}
     if rt.json:
         rt.emit_json(rows)
         return 0
+    for p in interrupted:
+        rt.info(f"conda-safeguard: {p.describe()}.")
     for r in rows:
         flags = ["protected" if r["protected"] else "unprotected"]
+        if r.get("interrupted_restore"):
+            flags.append("INTERRUPTED RESTORE")
         if r["frozen"]:
             flags.append("frozen")
         snap = f"last snapshot {r['latest_snapshot'][:10]} {r['latest_created'][:19]}Z" \
             if r["latest_snapshot"] else "no snapshot"
         rt.out(f"{r['env']:<24} {', '.join(flags):<22} {snap}   {r['prefix']}")
+    if not (args.env or args.name or args.prefix):  # the whole picture: add the last run
+        from ..schedule import describe_last_run, last_backup_all
+
+        rt.out(describe_last_run(last_backup_all(store)))
     return 0

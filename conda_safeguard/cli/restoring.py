@@ -1,4 +1,4 @@
-"""Verbs that bring envs back: restore, undo, verify."""
+"""Verbs that bring envs back: restore, undo."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # the verbs import what they use: registering them must stay 
     from ..guard import GuardOutcome
     from ..restore import RestorePlan, RestoreResult
     from ..snapshot import SnapshotInfo
+    from ..transaction import Pending
     from .runtime import Runtime
 
 EXIT_NOTES = """
@@ -57,17 +58,20 @@ examples:
     _add_restore_options(p)
     p.set_defaults(func=cmd_undo)
 
-    p = verb_parser(sub, "verify", "Check an env file by file against its records or a snapshot.",
-                    """
-Every file conda linked is re-hashed against its package's recorded sha256; with SNAPSHOT the
-package set is compared too. Exit status 1 when anything differs.
+    p = verb_parser(sub, "recover", "Finish or roll back a restore that was interrupted.", """
+A restore or undo over an existing env keeps the old env (as .NAME.safeguard-old-ID beside it,
+with a journal .NAME.safeguard-journal.json) until the new one is complete and verified. If it
+was killed, this puts things right: a new env that had been verified stays and the old one is
+removed; anything else is rolled back, the old env back at its path. The next restore into the
+same path does this by itself. `status` and `list` show interrupted restores.
 examples:
-  conda-safeguard verify -n myenv
-  conda-safeguard verify -n myenv myenv@-1""")
+  conda-safeguard recover              every interrupted restore found
+  conda-safeguard recover -n myenv""")
     add_env_options(p)
-    p.add_argument("snapshot", nargs="?", help="also compare the package set with this snapshot")
     add_output_options(p)
-    p.set_defaults(func=cmd_verify)
+    p.set_defaults(func=cmd_recover)
+
+    # verify lives in cli/fleet.py with the other checks (exit 0 same, 1 differs, 2 trouble)
 
 
 def _add_restore_options(p: argparse.ArgumentParser) -> None:
@@ -75,6 +79,16 @@ def _add_restore_options(p: argparse.ArgumentParser) -> None:
                    help="never use the network: package files from the store and caches only")
     p.add_argument("--solve", action="store_true",
                    help="solve from the snapshot's environment.yml instead of using package files")
+    pip = p.add_argument_group("pip packages", "Reinstalling runs code from the sources the "
+                               "snapshot recorded: it is shown and needs a y at the terminal or "
+                               "--yes. A package that cannot come back is refused unless named.")
+    pip.add_argument("--drop-pip", metavar="NAME", action="append", default=[],
+                     help="accept that this pip package is lost if it cannot be reinstalled "
+                     "(repeatable)")
+    pip.add_argument("--allow-pip-loss", action="store_true",
+                     help="accept that any pip package that cannot be reinstalled is lost")
+    pip.add_argument("--no-pip", action="store_true",
+                     help="restore the conda packages only: no pip package is reinstalled")
     add_confirm_options(p)
     add_output_options(p)
 
@@ -90,22 +104,52 @@ def _target(rt: Runtime, args: argparse.Namespace, info: SnapshotInfo) -> Path:
 
 def _plan(rt: Runtime, args: argparse.Namespace, info: SnapshotInfo, target: Path) -> RestorePlan:
     from ..pins import find_pkgs_dirs
+    from ..pip_restore import PipPolicy
     from ..restore import plan_restore
 
-    return plan_restore(rt.store(), info, target, offline=args.offline, solve=args.solve,
+    policy = PipPolicy(drop=args.drop_pip, allow_loss=args.allow_pip_loss, no_pip=args.no_pip)
+    return plan_restore(rt.store(create=False), info, target, offline=args.offline,
+                        solve=args.solve,
                         pkgs_dirs=find_pkgs_dirs(rt.locator.condarc, rt.locator.root_prefix),
-                        progress=rt.info)
+                        progress=rt.info, root_prefix=rt.locator.root_prefix,
+                        pip_policy=policy)
+
+
+def _consent_to_pip(rt: Runtime, args: argparse.Namespace, plan: RestorePlan) -> None:
+    """pip runs code from the snapshot's recorded sources (setup.py, build backends, a folder
+    anyone could have written to): shown in the plan, then a y at the terminal or --yes."""
+    from ..exceptions import RefusedError
+    from ..guard import detect_interactive
+    from ..pip_restore import needs_consent
+
+    runs = needs_consent(plan.pip)
+    if not runs or args.yes:
+        return
+    if not detect_interactive() or rt.json:
+        raise RefusedError(
+            f"Refusing to run pip for {len(runs)} package{'s' if len(runs) > 1 else ''} from "
+            "the sources the snapshot recorded without consent: pip runs their build code. "
+            f"{'--json was given' if rt.json else 'There is no terminal'}; nothing was changed. "
+            "Review the commands with --dry-run, then pass --yes to run them, or --no-pip to "
+            "restore without pip packages.")
+    if not confirm_yn(f"Run these {len(runs)} pip commands (code from the recorded sources "
+                      "runs)? [y/N] "):
+        raise RefusedError("Aborted: nothing was changed. --no-pip restores without pip "
+                           "packages.")
 
 
 def _confirm_replace(rt: Runtime, args: argparse.Namespace, plan: RestorePlan,
-                     why: str) -> GuardOutcome:
+                     why: str, reason: str) -> GuardOutcome:
     """Replacing an env is a destruction: snapshot it first; a protected env needs its typed
     name (or CONDA_SAFEGUARD_ALLOW), any other needs --yes or a y at the terminal."""
+    import dataclasses
+
     from ..exceptions import RefusedError, SafeguardError
     from ..guard import detect_interactive, enforce, make_target
     from ..policy import Effect, Invocation
 
-    target = make_target(rt, plan.target, Effect.DESTROY, why)
+    target = dataclasses.replace(make_target(rt, plan.target, Effect.DESTROY, why),
+                                 keeps_unowned=True)
     interactive = detect_interactive() and not rt.json
     if not target.protected and not args.yes:
         if not interactive:
@@ -118,11 +162,11 @@ def _confirm_replace(rt: Runtime, args: argparse.Namespace, plan: RestorePlan,
             raise RefusedError("Aborted: nothing was changed.")
     inv = Invocation(tool="conda-safeguard", interactive=interactive, yes=args.yes, json=rt.json,
                      dry_run=False)
-    outcome = enforce(rt, [target], inv, argv=list(sys.argv), reason=why)
+    outcome = enforce(rt, [target], inv, argv=list(sys.argv), reason=reason)
     if str(plan.target) not in outcome.snapshots:  # safeguard disabled: snapshot all the same
         try:
             outcome.snapshots[str(plan.target)] = rt.backup(
-                plan.target, reason=why, argv=list(sys.argv)).snapshot.id
+                plan.target, reason=reason, argv=list(sys.argv)).snapshot.id
         except SafeguardError as e:
             raise RefusedError(f"Refusing to replace '{target.name}': its snapshot failed ({e}). "
                                "Nothing was changed.") from None
@@ -158,12 +202,14 @@ def _finish(rt: Runtime, args: argparse.Namespace, plan: RestorePlan, verb: str,
     from ..exceptions import SafeguardError
     from ..restore import apply_restore
 
-    result = apply_restore(plan, store=rt.store(), progress=rt.info)
+    taken = next(iter(before.snapshots.values()), None) if before else None
+    result = apply_restore(plan, store=rt.store(create=False), progress=rt.info, before=taken)
     after = None
-    try:
-        after = rt.backup(plan.target, reason=verb, argv=list(sys.argv)).snapshot.id
-    except SafeguardError as e:
-        rt.info(f"conda-safeguard: warning: no snapshot of the restored env: {e}")
+    if not result.rolled_back:
+        try:
+            after = rt.backup(plan.target, reason=verb, argv=list(sys.argv)).snapshot.id
+        except (SafeguardError, OSError) as e:  # a read-only store: restored all the same
+            rt.info(f"conda-safeguard: warning: no snapshot of the restored env: {e}")
     _report(rt, plan, result, before, after)
     return 0 if result.ok else 1
 
@@ -175,21 +221,39 @@ def _report(rt: Runtime, plan: RestorePlan, result: RestoreResult, before: Guard
         rt.emit_json({"dry_run": False, "plan": plan.to_dict(), "result": result.to_dict(),
                       "snapshot_before": taken, "snapshot_after": after})
         return
-    rt.out(f"restored {plan.target} from snapshot {plan.info.short_id}: "
-           f"{result.report.verdict}")
-    rt.out(f"  checked {result.report.files_checked} files of {result.report.packages} packages"
-           + (f" ({result.report.files_unhashed} with no recorded hash)"
-              if result.report.files_unhashed else ""))
+    if result.rolled_back:
+        rt.out(f"NOT restored: {plan.target} built from snapshot {plan.info.short_id} "
+               f"{result.report.verdict.replace('byte-identical', 'is identical but pip failed')}"
+               f"; the env that was there is unchanged (put back)")
+    else:
+        rt.out(f"restored {plan.target} from snapshot {plan.info.short_id}: "
+               f"{result.report.verdict}")
+    if result.carried is not None:
+        rt.out(f"  {result.carried.describe()}")
+    if plan.state.config:
+        rt.out(f"  wrote {len(plan.state.config)} config files from the snapshot "
+               "(activate.d, pinned, .condarc)")
+    rt.out(f"  {result.report.summary}")
     for line in result.report.details():
         rt.out(f"  {line}")
     if result.pip_note:  # no interpreter: one note lists every line
         rt.out(f"  {result.pip_note}")
+    if result.pip:
+        kept = sum(s.action == "keep" and s.done for s in result.pip)
+        ran = sum(s.action == "run" and s.done for s in result.pip)
+        dropped = sum(s.action == "drop" for s in result.pip)
+        rt.out(f"  pip: {len(result.pip)} packages: {kept} kept, {ran} reinstalled, "
+               f"{dropped} dropped as allowed")
     for s in result.pip:
-        if s.action == "skip" or (not s.done and not result.pip_note):
-            rt.out(f"  pip {s.dist.name} NOT reinstalled: {s.why or s.error} "
+        if s.action == "drop":
+            rt.out(f"  pip {s.dist.name}=={s.dist.version} dropped: {s.why}")
+        elif not s.done and not result.pip_note:
+            rt.out(f"  pip {s.dist.name} NOT reinstalled: {s.error or s.why} "
                    f"({' '.join(s.args)})")
     if taken:
-        rt.out(f"  the env it replaced is snapshot {taken[:10]}")
+        rt.out(f"  the env it {'would have ' if result.rolled_back else ''}replaced is "
+               f"snapshot {taken[:10]}" + ("" if result.rolled_back else
+                                           f" (conda-safeguard restore {taken[:10]})"))
     if after:
         rt.out(f"  the restored env is snapshot {after[:10]}")
 
@@ -200,8 +264,12 @@ def cmd_restore(rt: Runtime, args: argparse.Namespace) -> int:
     plan = _plan(rt, args, info, _target(rt, args, info))
     _show_plan(rt, plan)
     before = None
+    if not args.dry_run and not plan.problems:
+        _consent_to_pip(rt, args, plan)
     if not args.dry_run and not plan.problems and plan.replaces:
-        before = _confirm_replace(rt, args, plan, f"replace it with snapshot {info.short_id}")
+        before = _confirm_replace(rt, args, plan,
+                                  f"replace it with snapshot {info.short_id}",
+                                  f"before restore: replaced by snapshot {info.short_id}")
     return _finish(rt, args, plan, "restore", before)
 
 
@@ -210,7 +278,7 @@ def cmd_undo(rt: Runtime, args: argparse.Namespace) -> int:
     from ..restore import undo_snapshot
     from ..snapshot import capture
 
-    prefix = require_env(resolve_prefix(rt, args))
+    prefix = _undo_target(rt, args)
     store = rt.store(create=False)
     current = capture(prefix)
     info = undo_snapshot(store, prefix, current)
@@ -218,25 +286,72 @@ def cmd_undo(rt: Runtime, args: argparse.Namespace) -> int:
     _show_plan(rt, plan)
     before = None
     if not args.dry_run and not plan.problems:
-        before = _confirm_replace(rt, args, plan, f"undo: return it to snapshot {info.short_id}")
+        _consent_to_pip(rt, args, plan)
+        before = _confirm_replace(rt, args, plan,
+                                  f"undo: return it to snapshot {info.short_id}",
+                                  f"before undo: returned to snapshot {info.short_id}")
     return _finish(rt, args, plan, "undo", before)
 
 
-def cmd_verify(rt: Runtime, args: argparse.Namespace) -> int:
+def _undo_target(rt: Runtime, args: argparse.Namespace) -> Path:
+    """The env to undo; a removed env cannot be undone, but its snapshots restore it."""
+    from ..exceptions import EnvNotFoundError, NotAnEnvError, SafeguardError
     from ..prefix import require_env
-    from ..verify import verify
+    from ..suggest import safeguard
 
-    prefix = require_env(resolve_prefix(rt, args))
-    state = None
-    if args.snapshot:
-        store = rt.store(create=False)
-        state = store.load_state(store.resolve(args.snapshot))
-    report = verify(prefix, state, progress=rt.info)
+    try:
+        return require_env(resolve_prefix(rt, args))
+    except (EnvNotFoundError, NotAnEnvError) as e:
+        ref = args.name or args.prefix
+        try:
+            info = rt.store(create=False).resolve(ref)
+        except SafeguardError:
+            raise e from None
+        raise SafeguardError(
+            f"Cannot undo: {str(e).split('. ')[0]}, so there is nothing to undo. It has "
+            f"snapshots: to bring it back as it was last, run `{safeguard('restore', ref)}` "
+            f"(snapshot {info.short_id}); `{safeguard('list', ref)}` shows the others."
+        ) from None
+
+
+def pending_restores(rt: Runtime, only: Path | None = None) -> list[Pending]:
+    """Interrupted restores in the envs dirs and beside every env the store knows."""
+    from ..exceptions import SafeguardError
+    from ..transaction import lock_dir, pending
+
+    folders = [only.parent] if only is not None else list(rt.locator.envs_dirs)
+    if only is None:
+        try:
+            known = {Path(s.prefix).parent for s in rt.store(create=False).snapshots()}
+        except SafeguardError:
+            known = set()
+        folders += sorted(known - set(folders))
+    found = pending(folders, lock_dir(rt.store_path))
+    return [p for p in found if only is None or p.target == only]
+
+
+def cmd_recover(rt: Runtime, args: argparse.Namespace) -> int:
+    from ..exceptions import SafeguardError
+    from ..transaction import TargetBusyError, lock_dir, recover
+
+    only = resolve_prefix(rt, args, must_exist=False) if args.name or args.prefix else None
+    rows, code = [], 0
+    for p in pending_restores(rt, only):
+        row = {"target": str(p.target), "snapshot": p.journal.snapshot,
+               "step": p.journal.phase, "kept_old": p.kept_old}
+        try:
+            row["outcome"] = recover(p.target, lock_dir(rt.store_path), rt.info) or "nothing"
+        except TargetBusyError as e:
+            row["outcome"], row["error"], code = "running", str(e), 1
+        except (SafeguardError, OSError) as e:
+            row["outcome"], row["error"], code = "failed", str(e), 1
+        rows.append(row)
     if rt.json:
-        rt.emit_json(report.to_dict())
-    else:
-        rt.out(f"{prefix}: {report.verdict} ({report.files_checked} files of {report.packages} "
-               "packages checked)")
-        for line in report.details():
-            rt.out(f"  {line}")
-    return 0 if report.identical else 1
+        rt.emit_json(rows)
+        return code
+    if not rows:
+        rt.out(f"nothing to recover{f' at {only}' if only else ''}: no interrupted restore")
+    for r in rows:
+        rt.out(f"{r['target']}: {r['outcome']} (snapshot {r['snapshot'][:10]}, interrupted at "
+               f"step {r['step']})" + (f": {r['error']}" if r.get("error") else ""))
+    return code

@@ -45,7 +45,9 @@ class Runtime:
 
     def store(self, *, create: bool = True) -> Store:
         if self._store is None:
-            self._store = Store.open(self.store_path, create=create)
+            self._store = Store.open(self.store_path, create=create, warn=self.warn,
+                                     shared=self.settings.store_shared,
+                                     shared_secrets=self.settings.shared_store_secrets)
         return self._store
 
     def backup(self, prefix: Path, *, reason: str, argv: list[str] | None = None,
@@ -65,6 +67,10 @@ class Runtime:
 
     def out(self, text: str = "") -> None:
         print(text)
+
+    def warn(self, text: str) -> None:
+        """Damage and degraded results: said even under --json and --quiet."""
+        print(f"conda-safeguard: warning: {text}", file=sys.stderr)
 
     def info(self, text: str) -> None:
         if not self.quiet and not self.json:

@@ -9,7 +9,7 @@ for a command that can change or destroy an env they first run
 The guard protocol (a contract with shell/bash.sh and shell/zsh.sh):
   exit 0    run the command: any snapshot is already taken (or the conda plugin will decide)
   exit 4    refused: the message is on stderr (and a JSON error on stdout under the tool's --json)
-  exit 130  interrupted (^C outside the prompt; ^C at the prompt is a refusal, exit 4)
+  exit 130  interrupted (^C or ^D, also at the typed-name prompt; nothing was changed)
   exit 1/2/3  an error (message or traceback on stderr): the wrapper does not run the command
 The guard uses the same code as the plugin: policy.classify, guard.make_target, guard.enforce.
 """
@@ -91,12 +91,14 @@ def cmd_shell(rt: Runtime, args: argparse.Namespace) -> int:
 
 def cmd_guard(rt: Runtime, args: argparse.Namespace) -> int:
     from .. import cmdline
-    from ..shellguard import guard, wants_json
+    from ..shellguard import conda_version, guard, wants_json
 
     argv = list(args.argv)
     if argv[:1] == ["--"]:
         argv = argv[1:]
-    cmd = cmdline.parse(args.tool, argv)
+    # conda's options differ by version (`create -f` is --force before 26, --file since)
+    version = conda_version(os.environ) if args.tool == "conda" else None
+    cmd = cmdline.parse(args.tool, argv, version)
     # __main__ prints errors; under the tool's --json it also prints a JSON error object.
     args.json = wants_json(cmd, os.environ)
     guard(rt, cmd, argv)

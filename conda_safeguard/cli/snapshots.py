@@ -1,4 +1,4 @@
-"""Verbs over snapshots: backup, list, show, diff, check, prune."""
+"""Verbs over snapshots: backup, list, show, check, prune."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import os
 from typing import TYPE_CHECKING
 
+from ..suggest import safeguard as _sg
 from .common import add_env_options, add_output_options, resolve_prefix, verb_parser
 
 if TYPE_CHECKING:
@@ -54,20 +55,17 @@ examples:
     add_output_options(p)
     p.set_defaults(func=cmd_show)
 
-    p = verb_parser(sub, "diff", "What changed between two snapshots, or a snapshot and now.", """
-examples:
-  conda-safeguard diff pytorch@-1            that snapshot vs the env as it is now
-  conda-safeguard diff pytorch@-2 pytorch@-1""")
-    p.add_argument("a", help="snapshot id or ENV[@…]")
-    p.add_argument("b", nargs="?", help="second snapshot (default: the env as it is now)")
-    add_output_options(p)
-    p.set_defaults(func=cmd_diff)
+    # diff lives in cli/fleet.py with the other checks (exit 0 same, 1 differs, 2 trouble)
 
     p = verb_parser(sub, "check", "Re-hash every stored object; report damaged or missing ones.",
                     """
-Repairs nothing. Exit status 1 when anything is damaged or missing.
-example:
-  conda-safeguard check --json""")
+Verifies every object, package pin and snapshot manifest, and the store's config. Repairs
+nothing unless --repair is given. Exit status 1 when anything is damaged or missing.
+examples:
+  conda-safeguard check --json
+  conda-safeguard check --repair     rewrite a damaged or missing config (snapshots are kept)""")
+    p.add_argument("--repair", action="store_true",
+                   help="rewrite a damaged or missing config file, keeping what still reads")
     add_output_options(p)
     p.set_defaults(func=cmd_check)
 
@@ -93,6 +91,8 @@ examples:
 
 
 def cmd_backup(rt: Runtime, args: argparse.Namespace) -> int:
+    import sys
+
     from ..exceptions import SafeguardError, StoreError, UsageError
 
     if args.all and (args.name or args.prefix):
@@ -107,13 +107,21 @@ def cmd_backup(rt: Runtime, args: argparse.Namespace) -> int:
             if not args.all or isinstance(e, StoreError):
                 raise  # a store that cannot be used fails every env alike: say it once
             failures.append((prefix, str(e)))
-            rt.info(f"skipped {prefix}: {e}")
+            # an error, not a routine line: -q never hides it
+            print(f"conda-safeguard: skipped {prefix}: {e}", file=sys.stderr)
+    if args.all:
+        from ..schedule import record_backup_all
+
+        created = sum(r.created for r in results)
+        record_backup_all(rt.store(), envs=len(prefixes), created=created,
+                          unchanged=len(results) - created,
+                          failed=[(str(p), e) for p, e in failures], reason=args.reason)
     if rt.json:
         rt.emit_json({"snapshots": [
             {"id": r.snapshot.id, "env": r.snapshot.env_name, "prefix": r.snapshot.prefix,
              "created": r.created, "bytes_added": r.bytes_added} for r in results],
             "failed": [{"prefix": str(p), "error": e} for p, e in failures]})
-    else:
+    elif not rt.quiet:  # -q: only the failures above
         for r in results:
             verb = "snapshot" if r.created else "unchanged, latest snapshot"
             rt.out(f"{r.snapshot.env_name}: {verb} {r.snapshot.short_id} "
@@ -131,11 +139,14 @@ def _change_text(s: SnapshotInfo) -> str:
 
 
 def _store_absent(rt: Runtime) -> bool:
-    """No store there yet. An unreadable one is not absent: opening it gives the clear error."""
+    """No store there yet. An unreadable one is not absent, nor one whose config is gone but
+    which holds snapshots: opening it gives the clear error."""
+    from ..store import has_data
+
     try:
         os.stat(rt.store_path / "config")
     except FileNotFoundError:
-        return True
+        return not has_data(rt.store_path)
     except OSError:
         return False
     return False
@@ -151,13 +162,17 @@ def cmd_list(rt: Runtime, args: argparse.Namespace) -> int:
         if rt.json:
             rt.emit_json([])
         else:
-            rt.info(f"No snapshots yet in {rt.store_path}. Run `conda-safeguard backup -n ENV`.")
+            rt.info(f"No snapshots yet in {rt.store_path}. Run `{_sg('backup', '--all')}`.")
         return 0
     store = rt.store(create=False)
     snapshots = store.snapshots()
     if args.env:
         wanted = store.resolve(args.env)  # raises a clear error for an unknown env
         snapshots = [s for s in snapshots if s.prefix == wanted.prefix]
+    from .restoring import pending_restores
+
+    for p in pending_restores(rt):
+        rt.info(f"conda-safeguard: {p.describe()}.")
     present = pinned_names(store)  # one listing of packages/ for all snapshots
     offline = {s.id: offline_restorable(store, s, present) for s in snapshots}
     if rt.json:
@@ -165,7 +180,7 @@ def cmd_list(rt: Runtime, args: argparse.Namespace) -> int:
                        "offline_restorable": offline[s.id]} for s in snapshots])
         return 0
     if not snapshots:
-        rt.info(f"No snapshots yet in {store.root}. Run `conda-safeguard backup -n ENV`.")
+        rt.info(f"No snapshots yet in {store.root}. Run `{_sg('backup', '--all')}`.")
         return 0
     groups: dict[str, list[SnapshotInfo]] = {}
     for s in snapshots:
@@ -233,55 +248,48 @@ def cmd_show(rt: Runtime, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_diff(rt: Runtime, args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from ..prefix import require_env
-    from ..snapshot import capture, diff_states
-
-    store = rt.store(create=False)
-    a = store.resolve(args.a)
-    old = store.load_state(a)
-    if args.b:
-        b = store.resolve(args.b)
-        new, new_label = store.load_state(b), b.short_id
-    else:
-        prefix = require_env(Path(a.prefix))
-        new, new_label = capture(prefix), "now"
-    d = diff_states(old, new)
-    if rt.json:
-        rt.emit_json({"from": a.id, "to": new_label, "changes": [c.to_dict() for c in d.changes],
-                      "variables_changed": d.variables_changed, "counts": d.counts()})
-        return 0
-    rt.out(f"{a.env_name}: {a.short_id} -> {new_label}")
-    if not d:
-        rt.out("  no differences")
-    for c in d.changes:
-        mark = {"added": "+", "removed": "-", "changed": "~"}[c.status]
-        kind = "" if c.kind == "conda" else " (pip)"
-        detail = c.new if c.status == "added" else c.old if c.status == "removed" \
-            else f"{c.old} -> {c.new}"
-        rt.out(f"  {mark} {c.name}{kind}  {detail}")
-    for var in d.variables_changed:
-        rt.out(f"  ~ env var {var}")
-    return 0
-
-
 def cmd_check(rt: Runtime, args: argparse.Namespace) -> int:
-    report = rt.store(create=False).check()
+    from ..exceptions import DamagedConfigError
+    from ..store import Store
+    from ..storecheck import check_store, repair_config
+
+    root = rt.store_path
+    try:
+        rt.store(create=False)  # a missing, unreadable, untrusted or newer store: its error
+    except DamagedConfigError:
+        pass  # check runs anyway: a damaged store is when it is needed most
+    repaired = []
+    if args.repair:
+        with Store(root, shared=rt.settings.store_shared).exclusive_lock():
+            done = repair_config(root)
+            repaired += [done] if done else []
+    # Store(), not Store.open(): check must run on a store whose config is damaged.
+    report = check_store(Store(root, lambda _: None,  # check reports damage itself
+                               shared=rt.settings.store_shared))
+    report.repaired = repaired
     if rt.json:
         rt.emit_json(report.to_dict())
-    else:
-        rt.out(f"checked {report.objects} objects, {report.packages} packages, "
-               f"{report.snapshots} snapshots: {'ok' if report.ok else 'PROBLEMS FOUND'}")
-        for oid in report.corrupt:
-            rt.out(f"  corrupt: {oid}")
-        for sid, oid in report.missing:
-            rt.out(f"  missing: object {oid[:16]} of snapshot {sid[:10]}")
-        for name in report.unreadable:
-            rt.out(f"  unreadable manifest: snapshots/{name}")
-        for name in report.leftovers:
-            rt.out(f"  leftover temp file (harmless): {name}")
+        return 0 if report.ok else 1
+    for line in repaired:
+        rt.out(f"  repaired: {line}")
+    rt.out(f"checked {report.objects} objects, {report.packages} packages, "
+           f"{report.snapshots} snapshots: {'ok' if report.ok else 'PROBLEMS FOUND'}")
+    if report.config:
+        rt.out(f"  config: {report.config} (run `{_sg('check', '--repair')}`)")
+    for oid in report.corrupt:
+        rt.out(f"  corrupt: {oid}")
+    for sid, oid in report.missing:
+        rt.out(f"  missing: object {oid[:16]} of snapshot {sid[:10]}")
+    for sid, sha in report.missing_pins:
+        rt.out(f"  missing pin: package {sha[:16]} of snapshot {sid[:10]} (restoring it needs "
+               "the channel)")
+    for name in report.unreadable:
+        rt.out(f"  damaged manifest: snapshots/{name}: {report.why.get(name, '')}; move it out "
+               "of the store (that snapshot is lost)")
+    for name in report.stray:
+        rt.out(f"  stray file (not written by conda-safeguard, left alone): {name}")
+    for name in report.leftovers:
+        rt.out(f"  leftover temp file (harmless): {name} (the next prune removes it)")
     return 0 if report.ok else 1
 
 

@@ -1,0 +1,180 @@
+"""Fleet benchmarks: the verbs that keep many nodes and many envs in step. Medians, side by side.
+
+    .venv/bin/python benchmarks/fleet.py [--only fingerprint,verify] [--packages 300] [--runs 30]
+
+Each section is one function registered with @section(NAME); `--only` picks sections (default:
+all). Sections share one work dir and one big env (`Bench.big_env()`: N packages x F files from
+tests/factory.big_channel, installed with py-rattler, plus 5 pip dists), built on first use.
+
+- fingerprint: `read_package_set() + fingerprint()` in process on the big env (target <= 30 ms
+  median), and the `conda-safeguard fingerprint` subprocess.
+- verify: `conda-safeguard verify --against explicit.txt` next to what a user runs by hand,
+  `conda list --explicit --md5` into a file and `diff` (needs CONDA_SAFEGUARD_TEST_CONDA).
+Real conda is named by CONDA_SAFEGUARD_TEST_CONDA=/path/to/conda; without it those lines say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from tests.factory import (  # noqa: E402
+    LocalChannel,
+    add_pip_packages,
+    big_channel,
+    install_env,
+    write_condarc,
+)
+
+SECTIONS: dict[str, Callable[[Bench], None]] = {}
+
+
+def section(name: str) -> Callable[[Callable[[Bench], None]], Callable[[Bench], None]]:
+    def register(fn: Callable[[Bench], None]) -> Callable[[Bench], None]:
+        SECTIONS[name] = fn
+        return fn
+    return register
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def median_ms(samples: list[float]) -> str:
+    return (f"{statistics.median(samples) * 1000:8.1f} ms median "
+            f"(min {min(samples) * 1000:.1f}, max {max(samples) * 1000:.1f}, n={len(samples)})")
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    work: Path
+    conda: str | None = os.environ.get("CONDA_SAFEGUARD_TEST_CONDA") or None
+    _cache: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def runs(self) -> int:
+        return int(self.args.runs)
+
+    def sub_env(self) -> dict[str, str]:
+        """Subprocesses, ours and conda's alike, run with a bytecode cache, as installed
+        packages have one; run each command once untimed to fill it."""
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env["PYTHONPYCACHEPREFIX"] = str(self.work / "pycache")
+        return env
+
+    def run(self, argv: list[str], *, ok_codes: tuple[int, ...] = (0,)) -> str:
+        p = subprocess.run(argv, capture_output=True, text=True, env=self.sub_env())
+        if p.returncode not in ok_codes:
+            raise SystemExit(f"{argv[:4]} exited {p.returncode}: {p.stderr[-500:]}")
+        return p.stdout
+
+    def ours(self, *argv: str) -> list[str]:
+        return [sys.executable, "-m", "conda_safeguard", *argv]
+
+    def channel(self) -> LocalChannel:
+        if "channel" not in self._cache:
+            t = time.perf_counter()
+            self._cache["channel"] = big_channel(self.work / "channel", self.args.packages,
+                                                 self.args.files)
+            print(f"(channel of {self.args.packages} packages x {self.args.files} files built "
+                  f"in {time.perf_counter() - t:.1f}s)")
+        return self._cache["channel"]  # type: ignore[return-value]
+
+    def big_env(self) -> Path:
+        """One env holding every package of the channel plus 5 pip dists."""
+        if "big_env" not in self._cache:
+            prefix = self.work / "envs" / "big"
+            specs = ["python", *[f"big{i:04d}" for i in range(self.args.packages)]]
+            t = time.perf_counter()
+            install_env(prefix, self.channel(), specs, cache_dir=self.work / "rattler-pkgs")
+            add_pip_packages(prefix, [{"name": f"pipdist{i}", "version": "1.0"}
+                                      for i in range(5)])
+            n = len(list((prefix / "conda-meta").glob("*.json")))
+            print(f"(env: {n} conda packages + 5 pip, installed in "
+                  f"{time.perf_counter() - t:.1f}s)")
+            self._cache["big_env"] = prefix
+        return self._cache["big_env"]  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------- sections
+
+
+@section("fingerprint")
+def bench_fingerprint(b: Bench) -> None:
+    from conda_safeguard.fingerprint import read_package_set
+    from conda_safeguard.prefix import read_records
+
+    prefix = b.big_env()
+    read_package_set(prefix).fingerprint()  # page cache warm, as on a node that just ran
+    whole = [timed(lambda: read_package_set(prefix).fingerprint()) for _ in range(b.runs)]
+    records = [timed(lambda: read_records(prefix)) for _ in range(b.runs)]
+    print(f"fingerprint in process (read + hash):         {median_ms(whole)}   target <= 30 ms")
+    print(f"  of which read_records (conda-meta JSON):    {median_ms(records)}")
+    cli = b.ours("fingerprint", "-p", str(prefix))
+    b.run(cli)
+    sub = [timed(lambda: b.run(cli)) for _ in range(9)]
+    bare = [timed(lambda: b.run([sys.executable, "-c", "pass"])) for _ in range(9)]
+    print(f"`conda-safeguard fingerprint` subprocess:     {median_ms(sub)}")
+    print(f"  of which a bare `python -c pass`:           {median_ms(bare)}")
+    if b.conda:
+        conda_list = [b.conda, "list", "--explicit", "--md5", "-p", str(prefix)]
+        b.run(conda_list)
+        c = [timed(lambda: b.run(conda_list)) for _ in range(5)]
+        print(f"`conda list --explicit --md5` subprocess:     {median_ms(c)}")
+        print(f"  ratio conda list / fingerprint subprocess:  "
+              f"{statistics.median(c) / statistics.median(sub):6.1f}x")
+    else:
+        print("conda list: not measured (set CONDA_SAFEGUARD_TEST_CONDA=/path/to/conda)")
+
+
+# ------------------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", help=f"comma-separated sections of: {', '.join(SECTIONS)}")
+    ap.add_argument("--packages", type=int, default=300)
+    ap.add_argument("--files", type=int, default=50)
+    ap.add_argument("--runs", type=int, default=30, help="samples for in-process medians")
+    args = ap.parse_args()
+    chosen = args.only.split(",") if args.only else list(SECTIONS)
+    unknown = [s for s in chosen if s not in SECTIONS]
+    if unknown:
+        ap.error(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
+
+    work = Path(tempfile.mkdtemp(prefix="cs-fleet-bench-"))
+    home = work / "home"
+    home.mkdir()
+    os.environ.update(HOME=str(home), CONDARC=str(work / "condarc"),
+                      CONDA_SAFEGUARD_HOME=str(work / "store"), XDG_DATA_HOME=str(home / "data"),
+                      XDG_CACHE_HOME=str(home / "cache"), XDG_CONFIG_HOME=str(home / "config"),
+                      CONDA_SAFEGUARD_ROOT=str(work))
+    for var in ("CONDA_PREFIX", "CONDA_ENVS_PATH", "CONDA_PKGS_DIRS"):
+        os.environ.pop(var, None)
+    (work / "conda-meta").mkdir()  # the work dir is the root: envs/ holds the bench envs
+    write_condarc(work / "condarc", solver="classic", channels=[], auto_update_conda=False,
+                  notify_outdated_conda=False, add_pip_as_python_dependency=False,
+                  envs_dirs=[work / "envs"], pkgs_dirs=[work / "conda-pkgs"])
+    bench = Bench(args, work)
+    for name in chosen:
+        print(f"\n== {name}")
+        SECTIONS[name](bench)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,412 @@
+"""Replacing an env at a path so that a crash at any moment leaves a working env there.
+
+The old env is never deleted before the new one is complete and verified:
+
+    building   the new env is built beside the target (installers that can relocate), or the old
+               env is moved aside to `.NAME.safeguard-old-ID` and the new one is built at the
+               path (conda, mamba, micromamba write the path into files while linking)
+    swapping   the new env and the target are exchanged in one rename (renameat2
+               RENAME_EXCHANGE), so the path always holds one of the two
+    swapped    the new env is at the path, the old one at `.NAME.safeguard-old-ID`; pip packages
+               are reinstalled and every file verified
+    verified   only the old env's removal is left
+
+Each step is written to a journal, `.NAME.safeguard-journal.json` beside the env, before it is
+taken. The journal names both envs by inode, so `recover` can tell which one sits where after a
+crash at any point: a transaction that reached `verified` is finished (the old env removed),
+any other is rolled back (the old env back at its path, the new one removed). A lock file per
+target (in the store's cache/locks, an flock the kernel drops when its process dies) makes two
+restores into one path wait for each other instead of deleting each other's work.
+
+It also owns which paths may be replaced at all: never a conda installation's root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import hashlib
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from .exceptions import SafeguardError, StoreLockTimeout
+from .fs import atomic_write, file_lock, fsync_dir
+
+Progress = Callable[[str], None]
+JOURNAL_SUFFIX = ".safeguard-journal.json"
+OLD_INFIX = ".safeguard-old-"
+STAGING_INFIX = ".safeguard-restore-"
+
+
+class TargetBusyError(SafeguardError):
+    def __init__(self, target: Path) -> None:
+        super().__init__(
+            f"Another conda-safeguard restore or recover is working on {target} right now. "
+            "Nothing was changed. Wait for it to finish, then run this again.")
+
+
+class CondaRootError(SafeguardError):
+    def __init__(self, target: Path, why: str, snapshot: str) -> None:
+        super().__init__(
+            f"Refusing to replace {target}: {why}. Replacing it would delete conda itself, its "
+            "package cache and every env inside it, which no snapshot of it brings back. "
+            f"Nothing was changed. Restore into a new env instead: `conda-safeguard restore "
+            f"{snapshot} -n NEW_NAME`, then move what you need over (or change base itself "
+            "with `conda install --revision N`).")
+
+
+def conda_root_reason(target: Path, root_prefix: Path | None) -> str | None:
+    """Why `target` is a conda installation (base, a root prefix) rather than an env; None when
+    it is an ordinary env that may be replaced."""
+    target = Path(os.path.abspath(target))
+    if root_prefix is not None and target == Path(os.path.abspath(root_prefix)):
+        return "it is conda's base environment (the root prefix)"
+    for sub, what in (("envs", "envs/"), ("pkgs", "pkgs/"), ("condabin", "condabin/")):
+        if (target / sub).is_dir():
+            return f"it holds {what}, so it is a conda installation's root prefix"
+    running = Path(os.path.abspath(sys.prefix))
+    if running == target or target in running.parents:
+        return f"the Python running this command ({sys.executable}) lives in it"
+    return None
+
+
+def refuse_conda_root(target: Path, root_prefix: Path | None, snapshot: str) -> None:
+    why = conda_root_reason(target, root_prefix)
+    if why is not None:
+        raise CondaRootError(target, why, snapshot)
+
+
+# ---------------------------------------------------------------------------------------------
+# names beside the target
+
+
+def journal_path(target: Path) -> Path:
+    return target.with_name(f".{target.name}{JOURNAL_SUFFIX}")
+
+
+def lock_dir(store_root: Path) -> Path:
+    """Where target locks live: the store's cache/locks (every process using the store agrees
+    on it, and it leaves no file beside the envs); a read-only store's users lock in the
+    temp folder instead."""
+    locks = store_root / "cache" / "locks"
+    try:
+        if (store_root / "config").is_file():  # never half-create a store
+            locks.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if os.access(locks, os.W_OK):
+                return locks
+    except OSError:
+        pass
+    fallback = Path(tempfile.gettempdir()) / f"conda-safeguard-{os.getuid()}-locks"
+    fallback.mkdir(exist_ok=True, mode=0o700)
+    return fallback
+
+
+def lock_path(target: Path, locks: Path) -> Path:
+    key = hashlib.sha256(os.path.abspath(target).encode()).hexdigest()[:20]
+    return locks / f"target-{key}.lock"
+
+
+@contextlib.contextmanager
+def target_lock(target: Path, locks: Path) -> Iterator[None]:
+    """One restore per target at a time; the loser is told at once (a restore takes minutes)."""
+    try:
+        with file_lock(lock_path(target, locks), exclusive=True, timeout=0.0, quiet=True):
+            yield
+    except StoreLockTimeout:
+        raise TargetBusyError(target) from None
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return os.lstat(path).st_ino
+    except OSError:
+        return None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ---------------------------------------------------------------------------------------------
+# renames
+
+
+def _renameat2_exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux ≥ 3.15). False when the system cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(a))
+
+
+def exchange(a: Path, b: Path) -> None:
+    """Swap what `a` and `b` hold. Atomic where the kernel can; else three renames, with the
+    journal (written before) telling recover which of them happened."""
+    if not _renameat2_exchange(a, b):
+        tmp = a.with_name(f"{a.name}.safeguard-swap-{os.getpid()}")
+        os.rename(a, tmp)
+        os.rename(b, a)
+        os.rename(tmp, b)
+    fsync_dir(a.parent)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a folder we made (a half-built env, a replaced one). Raises if it stays."""
+    if os.path.islink(path) or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# the journal
+
+
+@dataclass
+class Journal:
+    target: str
+    phase: str  # building | swapping | swapped | verified
+    in_place: bool  # the new env is built at the target path (the old one moved aside first)
+    old_path: str | None  # where the old env waits: .NAME.safeguard-old-ID (None: no old env)
+    old_ino: int | None
+    new_path: str  # where the new env is built (the target itself when in_place)
+    new_ino: int | None  # known once the new env exists
+    staging: str  # scratch folder
+    snapshot: str  # the snapshot being restored
+    before: str | None  # the snapshot of the old env taken before
+    pid: int
+    started: str
+
+    def save(self) -> None:
+        data = json.dumps(asdict(self), indent=1).encode() + b"\n"
+        atomic_write(journal_path(Path(self.target)), data, mode=0o644)
+
+    def set(self, phase: str) -> None:
+        self.phase = phase
+        self.save()
+
+    @classmethod
+    def load(cls, target: Path) -> Journal | None:
+        try:
+            data = json.loads(journal_path(target).read_bytes())
+            return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SafeguardError(
+                f"The restore journal {journal_path(target)} is unreadable ({e}). Nothing was "
+                f"changed. Look for a `.{target.name}{OLD_INFIX}*` folder beside it: it is the "
+                "env that was there; move it back by hand if the env at the path is broken, "
+                "then delete the journal.") from None
+
+
+@dataclass
+class Pending:
+    """An interrupted transaction found by status/list/recover."""
+
+    target: Path
+    journal: Journal
+    running: bool  # its process still holds the target lock
+
+    @property
+    def kept_old(self) -> str | None:
+        return self.journal.old_path if self.journal.old_path and \
+            os.path.lexists(self.journal.old_path) else None
+
+    def describe(self) -> str:
+        if self.running:
+            return f"a restore into {self.target} is running (pid {self.journal.pid})"
+        old = f"; the env that was there is kept at {self.kept_old}" if self.kept_old else ""
+        return (f"an interrupted restore into {self.target} (snapshot "
+                f"{self.journal.snapshot[:10]}, step: {self.journal.phase}){old}. Run "
+                f"`conda-safeguard recover -p {self.target}` to finish or roll it back")
+
+
+def _is_locked(target: Path, locks: Path) -> bool:
+    try:
+        with file_lock(lock_path(target, locks), exclusive=True, timeout=0.0, quiet=True):
+            return False
+    except StoreLockTimeout:
+        return True
+    except OSError:
+        return False  # cannot even open the lock file: nobody holds it through us
+
+
+def pending(folders: list[Path], locks: Path) -> list[Pending]:
+    """Journals left in these folders (the envs dirs, the parents of given prefixes)."""
+    found: list[Pending] = []
+    seen: set[Path] = set()
+    for folder in folders:
+        try:
+            names = sorted(p.name for p in folder.iterdir())
+        except OSError:
+            continue
+        for name in names:
+            if not (name.startswith(".") and name.endswith(JOURNAL_SUFFIX)):
+                continue
+            target = folder / name[1:-len(JOURNAL_SUFFIX)]
+            if target in seen:
+                continue
+            seen.add(target)
+            try:
+                journal = Journal.load(target)
+            except SafeguardError:
+                continue
+            if journal is not None:
+                found.append(Pending(target, journal, _is_locked(target, locks)))
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# recovering
+
+
+def _where(j: Journal, ino: int | None, *candidates: str | None) -> Path | None:
+    if ino is None:
+        return None
+    for c in candidates:
+        if c and _inode(Path(c)) == ino:
+            return Path(c)
+    return None
+
+
+def roll_back(j: Journal, say: Progress) -> str:
+    """Put the old env back at the path (or, with no old env, remove the unfinished new one)."""
+    target = Path(j.target)
+    if j.old_ino is None:  # nothing was there before: only an unfinished new env to remove
+        if j.in_place and os.path.lexists(target):
+            remove_tree(target)
+    else:
+        old_at = _where(j, j.old_ino, j.target, j.old_path, j.new_path)
+        if old_at is None:
+            raise SafeguardError(
+                f"Cannot roll back the restore into {target}: the env that was there is in "
+                f"neither {target} nor {j.old_path}. Nothing was removed; the journal "
+                f"{journal_path(target)} is kept for you to inspect.")
+        if old_at != target:
+            if os.path.lexists(target):  # ours: the new env, complete or not
+                exchange(target, old_at)
+                remove_tree(old_at)
+            else:
+                os.rename(old_at, target)
+                fsync_dir(target.parent)
+    new_elsewhere = Path(j.new_path)
+    if new_elsewhere != target and os.path.lexists(new_elsewhere) and \
+            _inode(new_elsewhere) != j.old_ino:
+        remove_tree(new_elsewhere)
+    _tidy(j)
+    say(f"rolled back the interrupted restore into {target}: "
+        + ("the env that was there is back" if j.old_ino is not None else
+           "the unfinished env was removed"))
+    return "rolled back"
+
+
+def finish(j: Journal, say: Progress) -> str:
+    """The new env is the one to keep: remove the old one, if any."""
+    if j.old_path and os.path.lexists(j.old_path) and _inode(Path(j.old_path)) == j.old_ino:
+        remove_tree(Path(j.old_path))
+    _tidy(j)
+    say(f"finished the interrupted restore into {j.target}: "
+        + ("the new env had been verified; the one it replaced was removed" if j.old_ino
+           else "the new env is kept; run `conda-safeguard verify` on it"))
+    return "finished"
+
+
+def settle(j: Journal, say: Progress) -> str:
+    """Finish a transaction that got far enough, roll back any other. A new env with nothing
+    replaced is kept once complete (pip and verification are then reported, not undone)."""
+    if j.phase == "verified" or (j.old_ino is None and j.phase == "swapped"):
+        return finish(j, say)
+    return roll_back(j, say)
+
+
+def _tidy(j: Journal) -> None:
+    shutil.rmtree(j.staging, ignore_errors=True)
+    target = Path(j.target)
+    with contextlib.suppress(FileNotFoundError):
+        journal_path(target).unlink()
+    fsync_dir(target.parent)
+
+
+def recover_locked(target: Path, say: Progress) -> str | None:
+    """With the target lock held: finish or roll back a transaction left by a dead process,
+    and remove staging folders nobody uses. Returns what was done, None when nothing was
+    pending."""
+    j = Journal.load(target)
+    for stale in target.parent.glob(f".{target.name}{STAGING_INFIX}*"):
+        if j is None or str(stale) != j.staging:  # we hold the lock: nobody is building there
+            shutil.rmtree(stale, ignore_errors=True)
+    if j is None:
+        return None
+    return settle(j, say)
+
+
+def recover(target: Path, locks: Path, say: Progress) -> str | None:
+    with target_lock(target, locks):
+        return recover_locked(target, say)
+
+
+# ---------------------------------------------------------------------------------------------
+# signals: a hang-up or a terminate rolls back like ^C does
+
+
+class Interrupted(BaseException):
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by signal {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def signals_roll_back() -> Iterator[None]:
+    """SIGHUP/SIGTERM raise Interrupted in the main thread, so the except path rolls back
+    (only kill -9 skips it; then `recover` does it)."""
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise Interrupted(signum)
+
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved: dict[int, Any] = {}
+    for sig in (signal.SIGHUP, signal.SIGTERM):
+        saved[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in saved.items():
+            signal.signal(sig, old)
+
+
+def new_journal(target: Path, *, in_place: bool, replaces: bool, staging: Path,
+                snapshot: str, before: str | None) -> Journal:
+    txid = f"{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    return Journal(
+        target=str(target), phase="building", in_place=in_place,
+        old_path=str(target.with_name(f".{target.name}{OLD_INFIX}{txid}")) if replaces else None,
+        old_ino=_inode(target) if replaces else None,
+        new_path=str(target if in_place else staging / "prefix"), new_ino=None,
+        staging=str(staging), snapshot=snapshot, before=before, pid=os.getpid(),
+        started=_now())

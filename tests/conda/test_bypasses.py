@@ -1,0 +1,117 @@
+"""Destructive forms found when trying conda-safeguard as a new user, each stopped on a protected
+env by the plugin inside real conda (issue 10)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.factory import read_prefix_records
+
+
+@pytest.fixture
+def conda(conda_exe, conda_condarc, tmp_path):
+    """Real conda with no terminal (stdin /dev/null), as scripts and CI run it."""
+
+    def run(*args, env=None):
+        full_env = {**os.environ, "CONDARC": str(conda_condarc), **(env or {})}
+        return subprocess.run([*conda_exe, *map(str, args)], env=full_env, cwd=tmp_path,
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True)
+
+    return run
+
+
+def refused(proc: subprocess.CompletedProcess[str]) -> bool:
+    return proc.returncode != 0 and "Refusing to change protected environment" in proc.stderr
+
+
+@pytest.mark.parametrize("specs", [["*"], ["p*", "l*"], ["lib*", "python"], ["*b"]])
+def test_glob_specs_that_match_every_package(conda, make_env, specs) -> None:
+    """`conda remove -n X '*' -y` (and 'p*', 'lib*' python) would empty the env."""
+    keep = make_env("keep", ["python", "liba=1.0", "libb"])
+    before = read_prefix_records(keep)
+    proc = conda("remove", "-n", "keep", *specs, "-y", "--offline")
+    if specs == ["*b"]:  # matches libb only: python and liba stay, conda may run
+        assert not refused(proc), proc.stderr
+        assert "python" in read_prefix_records(keep)
+        return
+    assert refused(proc), proc.stderr
+    assert read_prefix_records(keep) == before
+
+
+def test_remove_one_name_that_prunes_everything(conda, make_env) -> None:
+    """Only libb was requested; removing it prunes liba: conda would leave the env empty."""
+    keep = make_env("keep", ["libb"])
+    before = read_prefix_records(keep)
+    assert sorted(before) == ["liba", "libb"]
+    proc = conda("remove", "-n", "keep", "libb", "-y", "--offline")
+    assert refused(proc), (proc.stdout, proc.stderr)
+    assert read_prefix_records(keep) == before
+    # removing a dependency takes its dependents: the same
+    proc = conda("remove", "-n", "keep", "liba", "-y", "--offline")
+    assert refused(proc), (proc.stdout, proc.stderr)
+    assert read_prefix_records(keep) == before
+
+
+def test_remove_that_keeps_something_still_runs(conda, make_env) -> None:
+    keep = make_env("keep", ["python", "libb"])
+    proc = conda("remove", "-n", "keep", "liba", "-y", "--offline")  # libb goes with it
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(read_prefix_records(keep)) == ["python"]
+
+
+def test_remove_of_an_unprotected_env_that_empties_it_runs(conda, make_env) -> None:
+    tmp = make_env("scratch-tmp", ["libb"])
+    proc = conda("remove", "-n", "scratch-tmp", "libb", "-y", "--offline")
+    assert proc.returncode == 0, proc.stderr
+    assert read_prefix_records(tmp) == {}
+
+
+def test_symlink_named_like_a_temp_env(conda, make_env, tmp_path) -> None:
+    """`ln -s envs/important quick-tmp; conda remove -p quick-tmp --all -y`: the real env is
+    protected, and CONDA_SAFEGUARD_ALLOW naming the link allows nothing."""
+    important = make_env("important", ["python", "liba=1.0"])
+    link = tmp_path / "quick-tmp"
+    link.symlink_to(important)
+    before = read_prefix_records(important)
+    proc = conda("remove", "-p", link, "--all", "-y")
+    assert refused(proc), proc.stderr
+    assert "'important'" in proc.stderr
+    proc = conda("remove", "-p", link, "--all", "-y", env={"CONDA_SAFEGUARD_ALLOW": "quick-tmp"})
+    assert refused(proc), proc.stderr
+    proc = conda("remove", "-p", link, "--all", "-y",
+                 env={"CONDA_SAFEGUARD_ALLOW": str(link)})
+    assert refused(proc), proc.stderr
+    assert read_prefix_records(important) == before
+    # naming the real env is the way through
+    proc = conda("remove", "-p", link, "--all", "-y", env={"CONDA_SAFEGUARD_ALLOW": "important"})
+    assert proc.returncode == 0, proc.stderr
+    assert read_prefix_records(important) == {}
+
+
+def snapshot_count(conda, env: str) -> int:
+    proc = conda("safeguard", "list", env, "--json")
+    if proc.returncode != 0:
+        assert "No snapshot matches" in proc.stdout + proc.stderr, proc.stderr
+        return 0
+    return len(json.loads(proc.stdout))
+
+
+@pytest.mark.parametrize("verb", ["set", "unset"])
+def test_env_config_vars_takes_a_snapshot(conda, make_env, verb) -> None:
+    keep = make_env("keep", ["python"])
+    if verb == "unset":
+        assert conda("env", "config", "vars", "set", "-n", "keep", "A=1").returncode == 0
+    count = snapshot_count(conda, "keep")
+    args = ["A=2"] if verb == "set" else ["A"]
+    proc = conda("env", "config", "vars", verb, "-n", "keep", *args)
+    assert proc.returncode == 0, proc.stderr
+    assert snapshot_count(conda, "keep") == count + 1
+    # `list` reads only: no snapshot
+    assert conda("env", "config", "vars", "list", "-n", "keep").returncode == 0
+    assert snapshot_count(conda, "keep") == count + 1
+    assert (keep / "conda-meta" / "state").exists()
