@@ -132,6 +132,12 @@ def _env_file(args: Any) -> str | None:
     return str(files[0] if isinstance(files, (list, tuple)) else files)
 
 
+def _readable_or_remote(file: str) -> bool:
+    from .cmdline import is_url
+
+    return is_url(file) or os.access(file, os.R_OK)
+
+
 def _env_file_target(rt: Runtime, args: Any) -> Path | None:
     """`conda env create -f x.yml` (and conda 26's `create -f x.yml`) without -n/-p: the target
     is named in the file. None when the file names none or cannot be read: conda then reports
@@ -194,6 +200,9 @@ def targets_for(rt: Runtime, run_for_name: str, command: str, args: Any, context
     prefix = Path(context.target_prefix)
     if command == "create" and not named and _conda_version() < (26,):
         return []  # conda < 26 requires -n/-p for `create` and says so itself
+    if command in ("env_create", "env_update", "create") and _env_file(args) is not None \
+            and not _readable_or_remote(_env_file(args)):
+        return []  # conda stops at the missing file (EnvironmentFileNotFound) before any change
     if command in ("env_create", "env_update", "create") and not named \
             and _env_file(args) is not None:
         from_file = _env_file_target(rt, args)
@@ -210,6 +219,8 @@ def targets_for(rt: Runtime, run_for_name: str, command: str, args: Any, context
         if _conda_refuses_rename(rt, prefix, destination, yes, context):
             return []
     packages = tuple(getattr(args, "package_names", None) or ())
+    if command == "remove" and packages and _names_conda_cannot_find(prefix, packages):
+        return []  # conda stops with PackagesNotFound(InPrefix)Error and changes nothing
     removed_by_revision = revision_removed_names(prefix, str(args.revision)) \
         if command == "install_revision" else []
     effects = classify(
@@ -220,7 +231,6 @@ def targets_for(rt: Runtime, run_for_name: str, command: str, args: Any, context
         yes=yes,
         revision_removes_packages=bool(removed_by_revision),
         empties_env=command == "remove" and not getattr(args, "all", False)
-        and not _names_conda_cannot_find(prefix, packages)
         and removes_every_package(prefix, packages, prune=not has_post_solve()),
     )
     out = []

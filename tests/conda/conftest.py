@@ -99,9 +99,17 @@ CONDAS, SKIP_REASON = _find_condas()
 KNOWN_FAILURES: dict[tuple[str, str, str], str] = {}
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "newest_conda_only: the test checks our own logic through conda, the same on "
+        "every version (e.g. each wrong answer to the prompt): it runs on the newest conda only")
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "conda_under_test" in metafunc.fixturenames and CONDAS:
-        metafunc.parametrize("conda_under_test", CONDAS, ids=[c.id for c in CONDAS],
+        condas = CONDAS[-1:] if metafunc.definition.get_closest_marker("newest_conda_only") \
+            else CONDAS
+        metafunc.parametrize("conda_under_test", condas, ids=[c.id for c in condas],
                              indirect=True, scope="session")
 
 
@@ -191,6 +199,12 @@ class Roots:
                  "pip reinstall of the plugin")
         self._ready[conda.version] = root
         return root
+
+    def ensure_pytest(self, python: str) -> None:
+        """pytest in a root, for the tests that run conda in-process with conda's fixtures."""
+        probe = subprocess.run([python, "-c", "import pytest"], capture_output=True)
+        if probe.returncode != 0:
+            _run([python, "-m", "pip", "install", "-q", "pytest"], "pip install pytest")
 
 
 @pytest.fixture(scope="session")

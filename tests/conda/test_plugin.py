@@ -78,6 +78,7 @@ def test_allow_naming_the_env_proceeds_after_a_snapshot(conda, envs):
     assert snaps and snaps[0]["counts"]["conda"] == len(before)
 
 
+@pytest.mark.newest_conda_only  # how ALLOW is read is ours; that it is read: every version below
 @pytest.mark.parametrize("allow", ["other-env", "1", "*", "yes"])
 def test_allow_must_name_the_env(conda, envs, allow):
     keep, _ = envs
@@ -225,6 +226,7 @@ def test_prompt_right_name_proceeds_after_a_snapshot(conda_exe, conda_condarc, t
     assert any(s["prefix"] == str(keep) for s in store_snapshots(conda))
 
 
+@pytest.mark.newest_conda_only  # the prompt is ours; that it shows: every version above
 @pytest.mark.parametrize("answer", ["kee", "KEEP", "keep ", ""])
 def test_prompt_wrong_name_aborts(conda_exe, conda_condarc, tmp_path, envs, answer):
     keep, _ = envs

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 OFF = {"CONDA_NO_PLUGINS": "true", "CONDA_PLUGINS_SAFEGUARD_ENABLED": "false"}
+#: anything of ours in conda's output (conda's error report lists CONDA_SAFEGUARD_* variables)
+OURS = re.compile(r"Safeguard|conda-safeguard|pinning \d")
 
 
 @pytest.fixture
@@ -43,7 +45,7 @@ def same_as_without_plugin(run_conda, *args: str, env: dict[str, str] | None = N
     off = run_conda(*args, check=False, env={**(env or {}), **OFF})
     assert on.returncode == off.returncode, (on.stdout + on.stderr, off.stdout + off.stderr)
     assert error_lines(on.stdout + on.stderr) == error_lines(off.stdout + off.stderr)
-    assert "safeguard" not in (on.stdout + on.stderr).lower()
+    assert not OURS.search(on.stdout + on.stderr)
     return on
 
 
@@ -61,9 +63,11 @@ def test_missing_env_file_is_condas_error_and_nothing_is_snapshotted(run_conda, 
 
 
 def test_remove_of_a_package_that_is_not_installed(run_conda, envs, store):
-    proc = same_as_without_plugin(run_conda, "remove", "-n", "keep", "nosuchpkg", "-y")
+    proc = same_as_without_plugin(run_conda, "remove", "-n", "keep", "nosuchpkg", "-y",
+                                  "--offline")  # conda 24.x would add and ask defaults
+    assert snapshot_count(store) == 0
     assert proc.returncode == 1
-    assert "PackagesNotFoundInPrefixError" in proc.stdout + proc.stderr
+    assert "PackagesNotFound" in proc.stdout + proc.stderr  # ...InPrefixError from 24.x on
     keep, _ = envs
     assert (keep / "conda-meta").is_dir()
 
@@ -87,9 +91,11 @@ def test_rename_of_the_active_env_is_refused_by_conda(run_conda, envs):
 
 
 def test_rename_onto_an_existing_name_without_yes_is_refused_by_conda(run_conda, envs,
-                                                                      conda_version):
+                                                                      conda_root_prefix):
     keep, temp = envs
-    proc = same_as_without_plugin(run_conda, "rename", "-n", "scratch-tmp", "keep")
+    # base active, as in a shell after `conda activate` (conda 23.11's rename fails without one)
+    active = {"CONDA_PREFIX": str(conda_root_prefix)} if conda_root_prefix else {}
+    proc = same_as_without_plugin(run_conda, "rename", "-n", "scratch-tmp", "keep", env=active)
     assert proc.returncode == 1
     assert "already exists" in proc.stdout + proc.stderr
     assert (keep / "conda-meta").is_dir() and (temp / "conda-meta").is_dir()
@@ -100,13 +106,13 @@ def test_json_output_is_condas_alone(run_conda, envs, channel):
     proc = run_conda("install", "-n", "keep", "liba=2.0", "-y", "--json", "--offline",
                      "--override-channels", "-c", channel.url)
     json.loads(proc.stdout)
-    assert "pinning" not in proc.stderr and "safeguard" not in proc.stderr.lower()
+    assert not OURS.search(proc.stderr)
 
 
 def test_quiet_output_is_condas_alone(run_conda, envs, channel, store):
     proc = run_conda("install", "-n", "keep", "liba=2.0", "-y", "-q", "--offline",
                      "--override-channels", "-c", channel.url)
-    assert "pinning" not in proc.stderr and "safeguard" not in proc.stderr.lower()
+    assert not OURS.search(proc.stderr)
     assert snapshot_count(store) == 1  # the snapshot was still taken
 
 
@@ -129,12 +135,13 @@ def test_switched_off_reads_no_channels(run_conda, envs, conda_condarc):
 def test_switched_off_doctor_says_and_does_nothing(run_conda, envs, store, conda_version):
     off = {"CONDA_PLUGINS_SAFEGUARD_ENABLED": "false"}
     proc = run_conda("doctor", "-n", "keep", check=False, env=off)
-    assert "safeguard" not in (proc.stdout + proc.stderr).lower()
+    assert not OURS.search(proc.stdout + proc.stderr)
     if conda_version >= (26,):  # conda < 26 has no `doctor --fix`
         run_conda("doctor", "-n", "keep", "--fix", "--yes", check=False, env=off)
     assert snapshot_count(store) == 0
 
 
+@pytest.mark.newest_conda_only  # every version's exit 4: test_destructive_forms.py
 def test_refusal_exit_code_is_the_readmes(run_conda, envs):
     proc = run_conda("remove", "-n", "keep", "--all", "-y", check=False)
     assert proc.returncode == 4
