@@ -68,10 +68,13 @@ def stat_key(prefix: Path) -> str | None:
     return h.hexdigest()
 
 
-def channels_for(state: EnvState, configured: list[str]) -> list[str]:
-    """`channels:` as conda env export writes it: package channels, then configured ones."""
-    seen = [r.channel for r in state.packages if r.is_exported and r.channel != "<unknown>"]
-    return list(dict.fromkeys([*seen, *configured]))
+def channels_for(state: EnvState, configured: list[str], conda_version: str | None = None,
+                 ) -> list[str]:
+    """`channels:` as `conda env export` of that conda writes it (render.export_channels)."""
+    from .render import export_channels
+
+    return export_channels([r.channel for r in state.packages if r.is_exported], configured,
+                           conda_version)
 
 
 def backup(
@@ -82,6 +85,7 @@ def backup(
     reason: str = "manual",
     argv: list[str] | None = None,
     configured_channels: list[str] | None = None,
+    conda_version: str | None = None,
     pin: Callable[[Store, EnvState], list[str]] | None = None,
     force: bool = False,
 ) -> BackupResult:
@@ -96,7 +100,7 @@ def backup(
     configured = list(configured_channels or [])
     try:
         return _backup(store, prefix, env_name=env_name, reason=reason, argv=argv,
-                       configured=configured, pin=pin, force=force)
+                       configured=configured, conda_version=conda_version, pin=pin, force=force)
     except OSError as e:  # disk full, read-only store, unreadable env file: expected failures
         where = f" ({e.filename})" if e.filename else ""
         raise BackupError(f"Could not snapshot {prefix}: {e.strerror or e}{where}. No snapshot "
@@ -104,14 +108,15 @@ def backup(
 
 
 def _backup(store: Store, prefix: Path, *, env_name: str, reason: str, argv: list[str],
-            configured: list[str], pin: Callable[[Store, EnvState], list[str]] | None,
-            force: bool) -> BackupResult:
+            configured: list[str], conda_version: str | None,
+            pin: Callable[[Store, EnvState], list[str]] | None, force: bool) -> BackupResult:
     key_name = f"env-{prefix_key(prefix)}.json"  # small: read on every backup
     records_name = f"records-{prefix_key(prefix)}.json"  # parsed records: read only on change
     with store.shared_lock(), store.env_lock(prefix):
         cache = store.read_cache(key_name)
         key = stat_key(prefix)
-        same_labels = {"env_name": env_name, "channels": configured}
+        same_labels = {"env_name": env_name, "channels": configured,
+                       "conda_version": conda_version}
         if not force and key is not None and cache.get("stat_key") == key \
                 and all(cache.get(k) == v for k, v in same_labels.items()):
             # Every manifest written for this prefix updates this cache under the env lock, so
@@ -123,7 +128,7 @@ def _backup(store: Store, prefix: Path, *, env_name: str, reason: str, argv: lis
         latest = store.latest_of(prefix)
         records_cache = store.read_cache(records_name)
         state = capture(prefix, records_cache)
-        channels = channels_for(state, configured)
+        channels = channels_for(state, configured, conda_version)
         parts = store.state_parts(state)
         if (not force and latest is not None and latest.channels == channels
                 and latest.env_name == env_name

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .conda_options import COMMON, VARIES, VERSIONS
+from .condaversion import nearest_tested
 
 TOOLS = ("conda", "mamba", "micromamba")
 
@@ -103,22 +104,9 @@ class ToolCommand:
         return ()
 
 
-def _version_key(version: str) -> tuple[int, ...]:
-    out = []
-    for piece in version.split(".")[:3]:
-        digits = "".join(c for c in piece if c.isdigit())
-        out.append(int(digits) if digits else 0)
-    return tuple(out)
-
-
 def table_version(conda_version: str | None) -> str:
-    """The conda of VERSIONS whose options `conda_version` has: the newest one not newer than
-    it (the oldest for older condas, the newest when unknown)."""
-    if not conda_version:
-        return VERSIONS[-1]
-    key = _version_key(conda_version)
-    older = [v for v in VERSIONS if _version_key(v) <= key]
-    return older[-1] if older else VERSIONS[0]
+    """The conda of VERSIONS whose options `conda_version` has (condaversion.nearest_tested)."""
+    return nearest_tested(conda_version, VERSIONS)
 
 
 def options_for(command_key: str, conda_version: str | None = None) -> dict[str, int]:

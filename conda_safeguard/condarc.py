@@ -95,6 +95,8 @@ class Settings:
     pin_budget_mb: int = 2048
     store_shared: bool = False  # a team store (storeperm.py)
     shared_store_secrets: bool = False
+    warn_base_installs: bool = True  # advice.py
+    name_lint: bool = True
 
     def is_temp(self, name: str) -> bool:
         return any(fnmatch.fnmatchcase(name, p) for p in self.temp_patterns)
@@ -118,14 +120,30 @@ SETTINGS_SCHEMA: dict[str, tuple[str, type]] = {
     C.SETTING_PIN_BUDGET_MB: ("pin_budget_mb", int),
     C.SETTING_STORE_SHARED: ("store_shared", bool),
     C.SETTING_SHARED_SECRETS: ("shared_store_secrets", bool),
+    C.SETTING_WARN_BASE_INSTALLS: ("warn_base_installs", bool),
+    C.SETTING_NAME_LINT: ("name_lint", bool),
 }
 KEEP_PACKAGES_CHOICES = ("auto", "always", "never")
 
 
-def _coerce(name: str, value: Any, kind: type) -> Any:
+#: What each kind of setting takes, in the words a message uses.
+_KIND_WORDS = {bool: "true or false", int: "a whole number, 0 or more",
+               list: "a list of names", str: "a text value"}
+
+
+def _how_to_set(name: str, kind: type, env_var: str | None) -> str:
+    if env_var is not None:
+        return f"fix or unset the environment variable {env_var}"
+    if kind is list:
+        return f"set it with `conda config --append plugins.{name} VALUE` (once per value)"
+    return f"fix it with `conda config --set plugins.{name} VALUE`"
+
+
+def _coerce(name: str, value: Any, kind: type, env_var: str | None = None) -> Any:
+    where = f"The environment variable {env_var}" if env_var else f"The setting plugins.{name}"
     bad = SafeguardError(
-        f"Setting plugins.{name} has the value {value!r}, which is not a {kind.__name__}. "
-        f"Nothing was changed; fix it with `conda config --set plugins.{name} <value>`."
+        f"{where} is {value!r}, which is not {_KIND_WORDS[kind]}. Nothing was changed; "
+        f"{_how_to_set(name, kind, env_var)}."
     )
     if kind is bool:
         if isinstance(value, bool):
@@ -157,16 +175,25 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
     return value
 
 
-def settings_from_mapping(values: dict[str, Any]) -> Settings:
-    """Settings from `{setting_name: value}` (condarc `plugins:` or conda's context.plugins)."""
+def settings_from_mapping(values: dict[str, Any],
+                          env_vars: dict[str, str] | None = None) -> Settings:
+    """Settings from `{setting_name: value}` (condarc `plugins:` or conda's context.plugins).
+
+    `env_vars` names the environment variable a value came from, so an error names it too.
+    """
+    env_vars = env_vars or {}
     settings = Settings()
     for name, (attr, kind) in SETTINGS_SCHEMA.items():
         if name in values and values[name] is not None:
-            setattr(settings, attr, _coerce(name, values[name], kind))
+            setattr(settings, attr, _coerce(name, values[name], kind, env_vars.get(name)))
     if settings.keep_packages not in KEEP_PACKAGES_CHOICES:
+        name = C.SETTING_KEEP_PACKAGES
+        where = f"The environment variable {env_vars[name]}" if name in env_vars else \
+            f"The setting plugins.{name}"
         raise SafeguardError(
-            f"Setting plugins.{C.SETTING_KEEP_PACKAGES} is {settings.keep_packages!r}; "
-            f"it takes one of {', '.join(KEEP_PACKAGES_CHOICES)}."
+            f"{where} is {settings.keep_packages!r}; it takes one of "
+            f"{', '.join(KEEP_PACKAGES_CHOICES)}. Nothing was changed; "
+            f"{_how_to_set(name, str, env_vars.get(name))}."
         )
     return settings
 
@@ -175,8 +202,11 @@ def load_settings(condarc: dict[str, Any], environ: dict[str, str] | None = None
     """Settings for the standalone command: .condarc `plugins:` then CONDA_PLUGINS_* env vars."""
     environ = dict(os.environ) if environ is None else environ
     values = dict(condarc.get("plugins") or {})
+    env_vars = {}
     for name in SETTINGS_SCHEMA:
-        env_value = environ.get(f"CONDA_PLUGINS_{name.upper()}")
+        var = f"CONDA_PLUGINS_{name.upper()}"
+        env_value = environ.get(var)
         if env_value is not None:
             values[name] = env_value
-    return settings_from_mapping(values)
+            env_vars[name] = var
+    return settings_from_mapping(values, env_vars)

@@ -33,6 +33,8 @@ SETTING_KEEP_PACKAGES: Final = "safeguard_keep_packages"
 SETTING_PIN_BUDGET_MB: Final = "safeguard_pin_budget_mb"
 SETTING_STORE_SHARED: Final = "safeguard_store_shared"
 SETTING_SHARED_SECRETS: Final = "safeguard_shared_store_secrets"
+SETTING_WARN_BASE_INSTALLS: Final = "safeguard_warn_base_installs"
+SETTING_NAME_LINT: Final = "safeguard_name_lint"
 
 DEFAULT_TEMP_PATTERNS: Final = ("*-tmp", "tmp-*", "*-temp", "temp-*", "scratch-*")
 DEFAULT_KEEP_LAST: Final = 20

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .exceptions import StoreLockTimeout
+from .exceptions import SafeguardError, StoreLockTimeout
 
 DEFAULT_LOCK_TIMEOUT = 60.0
 
@@ -55,11 +55,21 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o600, durable: bool = 
 
 
 def lock_timeout() -> float:
-    raw = os.environ.get("CONDA_SAFEGUARD_LOCK_TIMEOUT", "")
-    try:
-        return float(raw) if raw else DEFAULT_LOCK_TIMEOUT
-    except ValueError:
+    """Seconds to wait for the store lock: CONDA_SAFEGUARD_LOCK_TIMEOUT, else 60.
+
+    A value that is not a number is an error naming the variable, not silently 60."""
+    raw = os.environ.get("CONDA_SAFEGUARD_LOCK_TIMEOUT", "").strip()
+    if not raw:
         return DEFAULT_LOCK_TIMEOUT
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # also catches nan
+        raise SafeguardError(
+            f"The environment variable CONDA_SAFEGUARD_LOCK_TIMEOUT is {raw!r}, which is not a "
+            "number of seconds (0 or more). Nothing was changed; fix or unset it.")
+    return seconds
 
 
 @contextlib.contextmanager

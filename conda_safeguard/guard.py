@@ -139,7 +139,7 @@ def env_summary(rt: Runtime, prefix: Path) -> str:
         latest = rt.store().latest_of(prefix)
     when = f"last snapshot {latest.short_id} at {latest.created[:19]}Z" if latest else \
         "no snapshot yet"
-    return f"{count} packages, {size / 1e6:.1f} MB on disk, {when}"
+    return f"{suggest.plural(count, 'package')}, {size / 1e6:.1f} MB on disk, {when}"
 
 
 def _disk_usage(prefix: Path) -> int:

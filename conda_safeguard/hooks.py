@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,7 +64,14 @@ def runtime_from_context(settings: Settings | None = None) -> Runtime:
     return Runtime(locator=locator,
                    settings=settings if settings is not None else settings_from_context(),
                    configured_channels=list(context.channels),
-                   json=bool(context.json), quiet=bool(context.quiet))
+                   json=bool(context.json), quiet=bool(context.quiet),
+                   conda_version=_conda_version())
+
+
+def _conda_version() -> str:
+    from conda import __version__
+
+    return str(__version__)
 
 
 def to_conda_error(error: SafeguardError) -> Exception:
@@ -159,7 +167,7 @@ def _env_file_target(rt: Runtime, args: Any) -> Path | None:
     return None
 
 
-def _conda_version() -> tuple[int, ...]:
+def _conda_release() -> tuple[int, ...]:
     from conda import __version__
 
     return tuple(int(p) for p in __version__.split(".")[:2] if p.isdigit())
@@ -198,7 +206,7 @@ def targets_for(rt: Runtime, run_for_name: str, command: str, args: Any, context
 
     named = bool(getattr(args, "name", None) or getattr(args, "prefix", None))
     prefix = Path(context.target_prefix)
-    if command == "create" and not named and _conda_version() < (26,):
+    if command == "create" and not named and _conda_release() < (26,):
         return []  # conda < 26 requires -n/-p for `create` and says so itself
     if command in ("env_create", "env_update", "create") and _env_file(args) is not None \
             and not _readable_or_remote(_env_file(args)):
@@ -292,6 +300,28 @@ def _plugin_active() -> Iterator[None]:
             os.environ[ENV_PLUGIN_ACTIVE] = before
 
 
+def advise(rt: Runtime, command: str, args: Any, prefix: Path) -> None:
+    """Frozen marker on conda < 25.5, base-install warning, naming lint (advice.py)."""
+    from conda import __version__ as conda_version
+
+    from . import advice
+
+    is_base = rt.locator.root_prefix is not None and prefix == rt.locator.root_prefix
+    refusal = advice.frozen_refusal(command, prefix, rt.locator.short_name(prefix),
+                                    conda_version)
+    if refusal is not None:
+        raise refusal
+    notes = []
+    if rt.settings.warn_base_installs:
+        notes.append(advice.base_install_warning(command, is_base))
+    name = getattr(args, "name", None)
+    if rt.settings.name_lint and command in ("create", "env_create") and name:
+        notes.append(advice.name_lint(os.path.basename(str(name))))
+    for note in notes:
+        if note:
+            print(note, file=sys.stderr)
+
+
 def pre_command(run_for_name: str) -> None:
     """conda's pre-command action. Raises a CondaError to stop the command."""
     from conda.base.context import context
@@ -309,6 +339,7 @@ def pre_command(run_for_name: str) -> None:
             return  # off means off: nothing else of conda's is read
         rt = runtime_from_context(settings)
         command = canonical_command(run_for_name, args)
+        advise(rt, command, args, Path(context.target_prefix))
         targets = targets_for(rt, run_for_name, command, args, context)
         if not any(t.effect is not Effect.NONE for t in targets):
             return

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
+from .suggest import listing, plural
+
 if TYPE_CHECKING:
     from .condarc import Settings
     from .prefix import CondaRecord
@@ -30,6 +32,9 @@ if TYPE_CHECKING:
     from .store import Store
 
 log = logging.getLogger(f"conda.{__name__}")
+
+#: From this many new package files on, pinning says so (a first backup of a big env).
+PIN_NOTE_FROM = 50
 
 PACKAGE_EXTS = (".conda", ".tar.bz2")
 Progress = Callable[[str], None]
@@ -225,6 +230,8 @@ class PinReport:
     copied: int = 0  # new copies (another filesystem)
     bytes_copied: int = 0
     not_kept: list[str] = field(default_factory=list)  # "dist (why)"
+    over_budget: list[str] = field(default_factory=list)  # dists a copy would pass the budget
+    over_budget_bytes: int = 0
 
 
 def copied_bytes(store: Store) -> int:
@@ -261,8 +268,9 @@ def pin_records(store: Store, records: list[CondaRecord], *, mode: str, budget_b
             report.pinned.append(record.sha256)
         else:
             todo.append(record)
-    if todo and progress is not None:
-        progress(f"pinning {len(todo)} package files into {directory}")
+    if todo:  # a long job is worth a line; a few files on every install are noise
+        say = progress if progress is not None and len(todo) >= PIN_NOTE_FROM else log.info
+        say(f"pinning {plural(len(todo), 'package file')} into {directory}")
     spent: int | None = None  # the store's copied bytes, counted on first need
     dirs = pkgs_dirs
     for record in todo:
@@ -287,8 +295,10 @@ def pin_records(store: Store, records: list[CondaRecord], *, mode: str, budget_b
                 spent = copied_bytes(store)
             if mode == "auto" and spent + size > budget_bytes:
                 report.not_kept.append(
-                    f"{record.dist_str} (another filesystem: a {size >> 20} MB copy would pass "
-                    f"the pin budget of {budget_bytes >> 20} MB)")
+                    f"{record.dist_str} (another filesystem: a {size / 1e6:.1f} MB copy would "
+                    f"pass the pin budget of {budget_bytes >> 20} MB)")
+                report.over_budget.append(record.dist_str)
+                report.over_budget_bytes += size
                 continue
             link_or_copy(src, dst)
             spent += size
@@ -312,15 +322,16 @@ def pinner(settings: Settings, *, pkgs_dirs: list[Path] | None = None,
         report = pin_records(store, state.packages, mode=settings.keep_packages,
                              budget_bytes=settings.pin_budget_mb << 20, pkgs_dirs=pkgs_dirs,
                              progress=progress)
-        over_budget = [n for n in report.not_kept if "pin budget" in n]
-        if over_budget:
-            log.warning("conda-safeguard: %d package files were not kept for offline restore: "
-                        "%s. Raise plugins.safeguard_pin_budget_mb or set "
-                        "safeguard_keep_packages: always.", len(over_budget),
-                        "; ".join(over_budget))
+        if report.over_budget:  # one short line, however many packages
+            log.warning(
+                "conda-safeguard: %s (%.1f MB) not kept for offline restore: the package cache "
+                "is on another filesystem and copies would pass the pin budget of %d MB (%s). "
+                "To keep them: conda config --set plugins.safeguard_pin_budget_mb %d",
+                plural(len(report.over_budget), "package file"), report.over_budget_bytes / 1e6,
+                settings.pin_budget_mb, listing(report.over_budget, 3),
+                settings.pin_budget_mb + (report.over_budget_bytes >> 20) + 1)
         for line in report.not_kept:
-            if line not in over_budget:
-                log.info("not pinned: %s", line)
+            log.info("not pinned: %s", line)
         return report.pinned
 
     return pin

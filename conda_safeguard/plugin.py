@@ -6,11 +6,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from conda.plugins import hookimpl
-from conda.plugins.types import CondaHealthCheck, CondaPreCommand, CondaSubcommand
 
 try:
-    from conda.plugins.types import CondaSetting
-except ImportError:  # conda < 24.3 has no plugin settings: hooks.py reads .condarc itself
+    from conda.plugins.types import (
+        CondaHealthCheck,
+        CondaPreCommand,
+        CondaSetting,
+        CondaSubcommand,
+    )
+except ImportError:  # pragma: no cover - conda < 24.3: no settings; older: fewer hooks
+    from conda.plugins import CondaPreCommand, CondaSubcommand  # type: ignore[attr-defined,no-redef]
+
+    CondaHealthCheck = None  # type: ignore[assignment,misc]
     CondaSetting = None  # type: ignore[assignment,misc]
 
 try:  # conda >= 24.x: plugins see the solver's result
@@ -23,7 +30,6 @@ from .constants import RUN_FOR
 if TYPE_CHECKING:
     from argparse import ArgumentParser, Namespace
     from collections.abc import Iterable
-
 
 def _pre_command(command: str) -> None:
     from .hooks import pre_command
@@ -89,23 +95,20 @@ def conda_settings() -> Iterable[Any]:
 
 @hookimpl
 def conda_health_checks() -> Iterable[Any]:
+    if CondaHealthCheck is None:
+        return
     from .doctor import check_snapshots, check_store, fix_snapshots
 
-    yield _health_check(
-        name="safeguard-snapshots", action=check_snapshots, fixer=fix_snapshots,
-        summary="Environments with no conda-safeguard snapshot",
-        fix="Take a snapshot of them now")
-    yield _health_check(
-        name="safeguard-store", action=check_store,
-        summary="Integrity of the conda-safeguard snapshot store")
-
-
-def _health_check(name: str, action: Any, **extra: Any) -> Any:
-    """conda < 26 knows only name and action (no `doctor --fix`, no summary)."""
-    try:
-        return CondaHealthCheck(name=name, action=action, **extra)
-    except TypeError:
-        return CondaHealthCheck(name=name, action=action)
+    # conda before 26.x knows only name and action: passing more breaks all of `conda doctor`
+    known = getattr(CondaHealthCheck, "_fields", None) or \
+        getattr(CondaHealthCheck, "__dataclass_fields__", {})
+    checks = [dict(name="safeguard-snapshots", action=check_snapshots, fixer=fix_snapshots,
+                   summary="Environments with no conda-safeguard snapshot",
+                   fix="Take a snapshot of them now"),
+              dict(name="safeguard-store", action=check_store,
+                   summary="Integrity of the conda-safeguard snapshot store")]
+    for check in checks:
+        yield CondaHealthCheck(**{k: v for k, v in check.items() if k in known})
 
 
 __all__ = ["conda_health_checks", "conda_post_solves", "conda_pre_commands", "conda_settings",

@@ -28,6 +28,51 @@ def _dump_yaml(data: dict[str, Any]) -> str:
     return stream.getvalue()
 
 
+# ---------------------------------------------------------------------------------------------
+# `channels:` as each conda writes it
+
+#: The first conda whose `env export` lists the packages' channels in order, then the
+#: configured ones (conda.models.environment); before it, each package channel not yet listed
+#: was inserted at the front of the configured ones (conda.env.env.from_environment).
+_CHANNELS_IN_ORDER_SINCE = "25.11.1"
+#: Before it, conda added `defaults` when no channels were configured (25.11: none).
+_NO_IMPLICIT_DEFAULTS_SINCE = "25.11.1"
+#: conda 23.x added `defaults` only when `channels` was not set at all (`[]` meant none).
+_EMPTY_LIST_MEANS_DEFAULTS_SINCE = "24.11.3"
+
+
+def configured_channels(condarc_channels: object, conda_version: str | None) -> list[str]:
+    """What conda's `context.channels` holds for a .condarc `channels:` value (None: unset),
+    for the standalone command; the plugin reads context.channels itself."""
+    from .condaversion import nearest_tested, version_key
+
+    channels = [str(c) for c in condarc_channels] if isinstance(condarc_channels, list) else []
+    if channels:
+        return channels
+    behaves_like = version_key(nearest_tested(conda_version))
+    if behaves_like >= version_key(_NO_IMPLICIT_DEFAULTS_SINCE):
+        return []
+    if condarc_channels is None or behaves_like >= version_key(_EMPTY_LIST_MEANS_DEFAULTS_SINCE):
+        return ["defaults"]
+    return []
+
+
+def export_channels(package_channels: list[str], configured: list[str],
+                    conda_version: str | None) -> list[str]:
+    """The `channels:` list `conda env export` writes, from the exported packages' channel
+    names (in name order, as conda iterates them) and conda's configured channels."""
+    from .condaversion import nearest_tested, version_key
+
+    if version_key(nearest_tested(conda_version)) >= version_key(_CHANNELS_IN_ORDER_SINCE):
+        known = [c for c in package_channels if c != "<unknown>"]
+        return list(dict.fromkeys([*known, *configured]))
+    channels = list(configured)
+    for channel in package_channels:
+        if channel not in channels:
+            channels.insert(0, channel)
+    return channels
+
+
 def environment_dict(info: SnapshotInfo, state: EnvState, form: str = "full", *,
                      include_prefix: bool = True) -> dict[str, Any]:
     if form not in YML_FORMS:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,7 +41,6 @@ from .snapshot import EnvState, SnapshotInfo, host_platform
 from .store import Store
 from .suggest import safeguard as _sg
 from .transaction import (
-    STAGING_INFIX,
     exchange,
     finish,
     lock_dir,
@@ -394,10 +392,11 @@ def _replace(plan: RestorePlan, store: Store, say: Progress, before: str | None,
              ) -> RestoreResult:
     target, tool = plan.target, plan.installer
     assert tool is not None
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}{STAGING_INFIX}", dir=target.parent))
     journal = new_journal(target, in_place=tool.in_place, replaces=plan.replaces,
-                          staging=staging, snapshot=plan.info.id, before=before)
+                          snapshot=plan.info.id, before=before)
     journal.save()
+    staging = Path(journal.staging)
+    staging.mkdir(mode=0o700)
     old = Path(journal.old_path) if journal.old_path else None
     build = Path(journal.new_path)
     step = "preparing"

@@ -8,8 +8,8 @@ from datetime import datetime
 from typing import Any
 
 from .exceptions import StoreError
-from .snapshot import SnapshotInfo
 from .pins import PACKAGE_EXTS
+from .snapshot import SnapshotInfo
 from .store import Store, is_hash
 from .storecheck import remove_temp_files
 from .storeperm import owned_by_me

@@ -66,22 +66,6 @@ def runs_our_conda(environ: Mapping[str, str]) -> bool:
     return os.path.commonpath([os.path.realpath(exe), ours]) == ours
 
 
-def conda_version(environ: Mapping[str, str]) -> str | None:
-    """The version of the conda the user calls, from its install's metadata (no subprocess):
-    conda's own record in ROOT/conda-meta, else its dist-info (a pip-installed conda)."""
-    exe = environ.get("CONDA_EXE") or shutil.which("conda", path=environ.get("PATH"))
-    if not exe:
-        return None
-    root = Path(os.path.realpath(exe)).parent.parent
-    for pattern in ("conda-meta/conda-[0-9]*.json", "lib/python*/site-packages/conda-*.dist-info"):
-        for hit in sorted(root.glob(pattern)):
-            name = hit.name.rsplit(".", 1)[0]  # conda-24.11.3-py311_0 / conda-24.11.3
-            version = name.split("-")[1] if name.count("-") >= 1 else ""
-            if version[:1].isdigit():
-                return version
-    return None
-
-
 def plugin_decides(cmd: cmdline.ToolCommand, environ: Mapping[str, str]) -> bool:
     """True when the conda plugin will guard this very call, so the shell layer steps aside."""
     if cmd.tool != "conda" or cmd.no_plugins or truthy(environ.get("CONDA_NO_PLUGINS")):

@@ -40,15 +40,20 @@ from .exceptions import (
     AmbiguousSnapshotError,
     CorruptObjectError,
     DamagedConfigError,
+    SnapshotIdTooShortError,
     SnapshotNotFoundError,
     StoreError,
     StoreFormatError,
 )
 from .fs import atomic_write, file_lock
-from .storeperm import Modes, check_inner, check_tree, is_secret_name, make_dirs, read_file
 from .prefix import CondaRecord, PipDist
 from .snapshot import EnvState, SnapshotInfo, canonical_json, manifest_id
+from .storeperm import Modes, check_inner, check_tree, is_secret_name, make_dirs, read_file
+from .suggest import plural
 from .suggest import safeguard as _sg
+
+#: Fewest characters of a snapshot id that `resolve` accepts (shorter ones match too much).
+MIN_ID_PREFIX = 4
 
 log = logging.getLogger(f"conda.{__name__}")
 
@@ -499,20 +504,23 @@ class Store:
         if selector.startswith("-") and selector[1:].isdigit():
             n = int(selector[1:])
             if n >= len(by_env):
-                raise SnapshotNotFoundError(ref, f" ({env_part} has {len(by_env)} snapshots)")
+                has = plural(len(by_env), "snapshot")
+                raise SnapshotNotFoundError(ref, f" ({env_part} has {has})")
             return by_env[n]
         return self._by_id_prefix(by_env, selector)
 
     @staticmethod
-    def _by_id_prefix(snapshots: list[SnapshotInfo], prefix: str) -> SnapshotInfo:
-        prefix = prefix.lower()
-        if len(prefix) < 4 or any(c not in "0123456789abcdef" for c in prefix):
-            raise SnapshotNotFoundError(prefix)
+    def _by_id_prefix(snapshots: list[SnapshotInfo], typed: str) -> SnapshotInfo:
+        prefix = typed.lower()  # ids are lowercase hex; messages echo what was typed
+        if any(c not in "0123456789abcdef" for c in prefix):
+            raise SnapshotNotFoundError(typed)
+        if len(prefix) < MIN_ID_PREFIX:
+            raise SnapshotIdTooShortError(typed, MIN_ID_PREFIX)
         matches = [s for s in snapshots if s.id.startswith(prefix)]
         if not matches:
-            raise SnapshotNotFoundError(prefix)
+            raise SnapshotNotFoundError(typed)
         if len(matches) > 1:
-            raise AmbiguousSnapshotError(prefix, [m.short_id for m in matches])
+            raise AmbiguousSnapshotError(typed, [m.short_id for m in matches])
         return matches[0]
 
     # -- caches ----------------------------------------------------------------------------------

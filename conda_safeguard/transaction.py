@@ -359,6 +359,8 @@ def recover_locked(target: Path, say: Progress) -> str | None:
     for stale in target.parent.glob(f".{target.name}{STAGING_INFIX}*"):
         if j is None or str(stale) != j.staging:  # we hold the lock: nobody is building there
             shutil.rmtree(stale, ignore_errors=True)
+    for torn in target.parent.glob(f".tmp-{journal_path(target).name}.*"):
+        torn.unlink(missing_ok=True)  # a journal write cut short (the old journal stands)
     if j is None:
         return None
     return settle(j, say)
@@ -400,9 +402,12 @@ def signals_roll_back() -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def new_journal(target: Path, *, in_place: bool, replaces: bool, staging: Path,
-                snapshot: str, before: str | None) -> Journal:
+def new_journal(target: Path, *, in_place: bool, replaces: bool, snapshot: str,
+                before: str | None) -> Journal:
+    """The journal of a new transaction; save it before making the staging folder it names,
+    so that nothing of ours is ever beside the env without a journal saying what it is."""
     txid = f"{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    staging = target.with_name(f".{target.name}{STAGING_INFIX}{txid}")
     return Journal(
         target=str(target), phase="building", in_place=in_place,
         old_path=str(target.with_name(f".{target.name}{OLD_INFIX}{txid}")) if replaces else None,

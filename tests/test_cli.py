@@ -203,7 +203,7 @@ def test_prune_a_removed_env_by_name(make_env, capsys) -> None:
     ok(capsys, "backup", "-n", "old")
     shutil.rmtree(prefix)
     assert ok(capsys, "prune", "--keep-last", "0").startswith("forgot 0 snapshots, kept 1")
-    assert ok(capsys, "prune", "old", "--keep-last", "0").startswith("forgot 1 snapshots, kept 0")
+    assert ok(capsys, "prune", "old", "--keep-last", "0").startswith("forgot 1 snapshot, kept 0")
     assert json.loads(ok(capsys, "list", "--json")) == []
 
 
@@ -226,7 +226,7 @@ def populated(make_env, capsys, store_root: Path) -> Path:
     (["backup", "--all", "-n", "good"], ["Give --all or an env"]),
     (["show", "0000deadbeef"], ["No snapshot matches '0000deadbeef'", "conda-safeguard list"]),
     (["show", "ghost@latest"], ["no snapshots of an env called 'ghost'"]),
-    (["show", "good@-5"], ["good has 1 snapshots"]),
+    (["show", "good@-5"], ["good has 1 snapshot)"]),
     # diff: exit 2 for bad input (1 means "differs"), tested in test_fleet.py
     (["list", "ghost"], ["No snapshot matches 'ghost'"]),
     (["prune", "ghost"], ["No snapshot matches 'ghost'"]),

@@ -210,3 +210,61 @@ def test_restore_failure_names_the_fix_for_its_cause() -> None:
     assert "Check you may write there on /e" in str(denied)
     other = RestoreFailedError(Path("/e/x"), "linking", ValueError("bad record"), False)
     assert "ValueError: bad record" in str(other) and "disk space" not in str(other)
+
+
+# --------------------------------------------------------------------------- settings, noise
+
+
+@pytest.mark.parametrize(("var", "value", "said"), [
+    ("CONDA_PLUGINS_SAFEGUARD_KEEP_LAST", "abc", "a whole number"),
+    ("CONDA_PLUGINS_SAFEGUARD_ENABLED", "maybe", "true or false"),
+    ("CONDA_PLUGINS_SAFEGUARD_KEEP_PACKAGES", "sometimes", "auto, always, never"),
+    ("CONDA_SAFEGUARD_LOCK_TIMEOUT", "abc", "number of seconds"),
+])
+def test_a_bad_environment_variable_is_named(capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             make_env: Callable[..., Path], var: str, value: str,
+                                             said: str) -> None:
+    make_env("work")
+    monkeypatch.setenv(var, value)
+    code, out, err = run(capsys, "backup", "-n", "work")
+    assert code == 1 and out == ""
+    assert f"environment variable {var} is {value!r}" in err and said in err
+    assert "conda config" not in err and err.count("\n") == 1
+
+
+def test_a_bad_condarc_list_setting_says_append(tmp_path: Path) -> None:
+    from conda_safeguard.condarc import load_settings
+    from conda_safeguard.exceptions import SafeguardError
+
+    with pytest.raises(SafeguardError, match="conda config --append plugins.safeguard_temp_pat"):
+        load_settings({"plugins": {"safeguard_temp_patterns": 3}}, environ={})
+    with pytest.raises(SafeguardError, match="conda config --set plugins.safeguard_keep_last"):
+        load_settings({"plugins": {"safeguard_keep_last": "x"}}, environ={})
+
+
+def test_user_input_is_echoed_as_typed_and_short_ids_say_so(
+        capsys: pytest.CaptureFixture[str], make_env: Callable[..., Path]) -> None:
+    make_env("work")
+    assert run(capsys, "backup", "-n", "work")[0] == 0
+    code, _, err = run(capsys, "show", "ML3")
+    assert code == 1 and "'ML3'" in err
+    code, _, err = run(capsys, "show", "ab")
+    assert code == 1 and "too short" in err and "at least 4 characters" in err
+
+
+def test_show_to_stdout_is_quiet_and_backup_counts_are_plural(
+        capsys: pytest.CaptureFixture[str], make_env: Callable[..., Path]) -> None:
+    make_env("one", ["liba=1.0"])
+    code, out, err = run(capsys, "backup", "-n", "one")
+    assert code == 0 and "(1 conda package, 0 pip packages;" in out, out
+    code, out, err = run(capsys, "show", "one")
+    assert code == 0 and out.startswith("name: one") and err == ""
+
+
+def test_list_cuts_long_reasons_at_a_word(capsys: pytest.CaptureFixture[str],
+                                         make_env: Callable[..., Path]) -> None:
+    make_env("work")
+    assert run(capsys, "backup", "-n", "work", "--reason", "before replace it with new")[0] == 0
+    code, out, _ = run(capsys, "list", "work")
+    assert code == 0 and "before replace it…" in out and "replace it wit" not in out

@@ -176,3 +176,40 @@ def test_pip_requirements(make_env) -> None:
         f"-e {src.as_uri()}\n"
         f"gitpkg @ git+https://github.com/x/gitpkg.git@{'c' * 40}\n")
     assert pip_requirements(capture(make_env("nopip", ["python"]))) == ""
+
+
+# `channels:` per conda release (checked against each real conda in tests/conda/
+# test_export_identity.py; these pin the rules themselves)
+from conda_safeguard.render import configured_channels, export_channels  # noqa: E402
+
+
+@pytest.mark.parametrize(("version", "expected"), [
+    ("26.7.1", ["conda-forge", "bioconda", "defaults"]),  # packages' channels in order, first
+    ("25.11.1", ["conda-forge", "bioconda", "defaults"]),
+    (None, ["conda-forge", "bioconda", "defaults"]),  # unknown: as the newest
+    ("25.5.1", ["bioconda", "conda-forge", "defaults"]),  # each inserted at the front
+    ("24.11.3", ["bioconda", "conda-forge", "defaults"]),
+    ("23.11.0", ["bioconda", "conda-forge", "defaults"]),
+    ("4.14.0", ["bioconda", "conda-forge", "defaults"]),  # older than tested: the oldest
+])
+def test_export_channels_order(version: str | None, expected: list[str]) -> None:
+    packages = ["conda-forge", "bioconda", "conda-forge", "defaults"]
+    assert export_channels(packages, ["defaults"], version) == expected
+
+
+def test_export_channels_unknown_channel() -> None:
+    assert export_channels(["<unknown>", "x"], [], "26.7.1") == ["x"]
+    assert export_channels(["<unknown>", "x"], [], "25.5.1") == ["x", "<unknown>"]
+
+
+@pytest.mark.parametrize(("version", "unset", "empty"), [
+    ("23.11.0", ["defaults"], []),
+    ("24.11.3", ["defaults"], ["defaults"]),
+    ("25.5.1", ["defaults"], ["defaults"]),
+    ("25.11.1", [], []),
+    ("26.7.1", [], []),
+])
+def test_configured_channels(version: str, unset: list[str], empty: list[str]) -> None:
+    assert configured_channels(None, version) == unset
+    assert configured_channels([], version) == empty
+    assert configured_channels(["conda-forge", 3], version) == ["conda-forge", "3"]

@@ -23,6 +23,7 @@ from conda_safeguard.exceptions import (
     AmbiguousSnapshotError,
     BackupError,
     CorruptObjectError,
+    SnapshotIdTooShortError,
     SnapshotNotFoundError,
     StoreError,
     StoreFormatError,
@@ -95,7 +96,7 @@ def test_store_is_private(store: Store) -> None:
 
 
 def test_missing_store_without_create(tmp_path: Path) -> None:
-    with pytest.raises(StoreError, match="No snapshot store at .*Run `conda-safeguard backup --all`"):
+    with pytest.raises(StoreError, match="No snapshot store at .*Run `conda-safeguard backup"):
         Store.open(tmp_path / "none", create=False)
     assert not (tmp_path / "none").exists()
 
@@ -398,7 +399,8 @@ def test_resolve(crafted: Store, ref: str, expected: str) -> None:
     ("abcd", AmbiguousSnapshotError, r"'abcd' is ambiguous: it matches 2 snapshots "
                                      r"\(abcd111100, abcd222200\)"),
     ("e@abcd", AmbiguousSnapshotError, "ambiguous"),
-    ("abc", SnapshotNotFoundError, "No snapshot matches 'abc'"),  # too short to be an id
+    ("abc", SnapshotIdTooShortError, "'abc' is too short: give at least 4 characters"),
+    ("ABCD", AmbiguousSnapshotError, "'ABCD' is ambiguous"),  # echoed as typed
     ("1234", SnapshotNotFoundError, "No snapshot matches '1234'"),
     ("nope", SnapshotNotFoundError, "No snapshot matches 'nope'"),
     ("e@-3", SnapshotNotFoundError, "e has 3 snapshots"),

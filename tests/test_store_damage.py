@@ -182,7 +182,7 @@ def test_a_missing_config_is_damage_not_emptiness(make_env, store: Store, standa
                               "check --repair")
     assert not (store.root / "config").exists()  # backup did not silently recreate it
     code, out, _ = run(capsys, "check")
-    assert code == 1 and "config: missing" in out and "1 snapshots" in out
+    assert code == 1 and "config: missing" in out and "1 snapshot:" in out
     code, out, _ = run(capsys, "check", "--repair")
     assert code == 0 and "repaired: config was missing" in out
     assert "cfg" in cli_output(capsys, "list")

@@ -1,4 +1,4 @@
-"""Verbs for many envs and machines: pack, unpack, retire, schedule, kernels."""
+"""Verbs for many envs and machines: pack, unpack, schedule, retire."""
 
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ examples:
     add_output_options(p)
     p.set_defaults(func=cmd_unpack)
     register_schedule(sub)
+    register_retire(sub)
 
 
 def _env_prefix(rt: Runtime, args: argparse.Namespace) -> Path:
@@ -183,4 +184,55 @@ def _schedule_status(rt: Runtime, args: argparse.Namespace) -> int:
     rt.out(f"schedule ({backend}): {what or 'not installed'}")
     rt.out(sch.describe_last_run(run))
     rt.out(f"envs never snapshotted: {len(never)}" + "".join(f"\n  {p}" for p in never))
+    return 0
+
+
+def register_retire(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = verb_parser(sub, "retire", "Remove temporary envs, each after a snapshot of it.", """
+Envs whose names match the temp patterns (setting safeguard_temp_patterns, or --match) are
+listed; with --yes they are removed, each only after a snapshot (restore brings it back).
+Never retired: base, the active env, protected envs, and envs holding files no package owns
+(a snapshot cannot bring those back). Without --yes nothing is removed.
+examples:
+  conda-safeguard retire                              list what would go
+  conda-safeguard retire --older-than 7d --yes
+  conda-safeguard retire --match 'ci-*' --match '*-scratch' --yes""")
+    p.add_argument("--match", action="append", metavar="PATTERN",
+                   help="env name pattern (fnmatch; repeatable; default: the temp patterns)")
+    p.add_argument("--older-than", metavar="AGE", help="only envs unchanged for AGE (7d, 12h, 2w)")
+    p.add_argument("-y", "--yes", action="store_true", help="remove them (default: only list)")
+    p.add_argument("--dry-run", action="store_true", help="only list (the default without --yes)")
+    add_output_options(p)
+    p.set_defaults(func=cmd_retire)
+
+
+def cmd_retire(rt: Runtime, args: argparse.Namespace) -> int:
+    from ..retire import parse_age, retire, select
+
+    patterns = args.match or list(rt.settings.temp_patterns)
+    older = parse_age(args.older_than) if args.older_than else None
+    dry_run = args.dry_run or not args.yes
+    report = retire(rt, select(rt, patterns, older), dry_run=dry_run)
+    if rt.json:
+        rt.emit_json({"dry_run": dry_run, "patterns": patterns,
+                      "envs": [c.to_dict() for c in report.candidates],
+                      "finished_interrupted": report.leftovers})
+        return 0
+    going = [c for c in report.candidates if c.action == "retire"]
+    kept = [c for c in report.candidates if c.action == "keep"]
+    if dry_run:
+        rt.out(f"would retire {len(going)} of {len(report.candidates)} envs matching "
+               f"{', '.join(patterns)}:")
+    else:
+        rt.out(f"retired {len(report.retired)} of {len(report.candidates)} envs matching "
+               f"{', '.join(patterns)}:")
+    for c in going:
+        rt.out(f"  - {c.name:<24} {c.age_seconds / 86400:6.1f} days  {c.why}   {c.prefix}")
+    for c in kept:
+        rt.out(f"  = {c.name:<24} {c.age_seconds / 86400:6.1f} days  kept: {c.why}")
+    for path in report.leftovers:
+        rt.out(f"  finished an interrupted retire: removed {path}")
+    if dry_run and going:
+        rt.info("Nothing was removed. Run again with --yes to retire them (each is snapshotted "
+                "first; `conda-safeguard restore NAME` brings one back).")
     return 0

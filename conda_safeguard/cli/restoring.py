@@ -274,7 +274,6 @@ def cmd_restore(rt: Runtime, args: argparse.Namespace) -> int:
 
 
 def cmd_undo(rt: Runtime, args: argparse.Namespace) -> int:
-    from ..prefix import require_env
     from ..restore import undo_snapshot
     from ..snapshot import capture
 
@@ -346,6 +345,11 @@ def cmd_recover(rt: Runtime, args: argparse.Namespace) -> int:
         except (SafeguardError, OSError) as e:
             row["outcome"], row["error"], code = "failed", str(e), 1
         rows.append(row)
+    if only is not None and not rows:  # no journal: still sweep what a kill left beside it
+        try:
+            recover(only, lock_dir(rt.store_path), rt.info)
+        except TargetBusyError as e:
+            rt.info(str(e))
     if rt.json:
         rt.emit_json(rows)
         return code

@@ -25,6 +25,7 @@ class Runtime:
     locator: EnvLocator
     settings: Settings
     configured_channels: list[str] = field(default_factory=list)
+    conda_version: str | None = None  # the conda in use, for what its `env export` writes
     json: bool = False
     quiet: bool = False
     _store: Store | None = None
@@ -33,11 +34,14 @@ class Runtime:
     def from_system(cls) -> Runtime:
         locator = EnvLocator.from_system()
         settings = load_settings(locator.condarc)
-        # conda >= 24.9 leaves `channels` empty by default (conda/conda#14227): `conda env
-        # export` then prints only the packages' channels.
-        channels = locator.condarc.get("channels")
-        configured = [str(c) for c in channels] if isinstance(channels, list) else []
-        return cls(locator=locator, settings=settings, configured_channels=configured)
+        from ..condaversion import conda_in_use
+        from ..render import configured_channels
+
+        # `conda env export` differs by conda release: follow the conda the user calls
+        version = conda_in_use()
+        configured = configured_channels(locator.condarc.get("channels"), version)
+        return cls(locator=locator, settings=settings, configured_channels=configured,
+                   conda_version=version)
 
     @property
     def store_path(self) -> Path:
@@ -57,6 +61,7 @@ class Runtime:
         require_env(prefix)  # before opening (and maybe creating) the store
         return backup(self.store(), prefix, env_name=self.locator.name_of(prefix), reason=reason,
                       argv=argv, configured_channels=self.configured_channels,
+                      conda_version=self.conda_version,
                       pin=pinner(self.settings, progress=self.info), force=force)
 
     # -- output: data to stdout, everything else to stderr ------------------------------------

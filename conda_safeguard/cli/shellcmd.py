@@ -91,13 +91,14 @@ def cmd_shell(rt: Runtime, args: argparse.Namespace) -> int:
 
 def cmd_guard(rt: Runtime, args: argparse.Namespace) -> int:
     from .. import cmdline
-    from ..shellguard import conda_version, guard, wants_json
+    from ..condaversion import conda_in_use
+    from ..shellguard import guard, wants_json
 
     argv = list(args.argv)
     if argv[:1] == ["--"]:
         argv = argv[1:]
     # conda's options differ by version (`create -f` is --force before 26, --file since)
-    version = conda_version(os.environ) if args.tool == "conda" else None
+    version = conda_in_use(os.environ) if args.tool == "conda" else None
     cmd = cmdline.parse(args.tool, argv, version)
     # __main__ prints errors; under the tool's --json it also prints a JSON error object.
     args.json = wants_json(cmd, os.environ)

@@ -6,6 +6,7 @@ import argparse
 import os
 from typing import TYPE_CHECKING
 
+from ..suggest import plural, shorten
 from ..suggest import safeguard as _sg
 from .common import add_env_options, add_output_options, resolve_prefix, verb_parser
 
@@ -124,9 +125,11 @@ def cmd_backup(rt: Runtime, args: argparse.Namespace) -> int:
     elif not rt.quiet:  # -q: only the failures above
         for r in results:
             verb = "snapshot" if r.created else "unchanged, latest snapshot"
+            counts = r.snapshot.counts
             rt.out(f"{r.snapshot.env_name}: {verb} {r.snapshot.short_id} "
-                   f"({r.snapshot.counts.get('conda', 0)} conda, {r.snapshot.counts.get('pip', 0)} "
-                   f"pip packages; {r.bytes_added} bytes added)")
+                   f"({plural(counts.get('conda', 0), 'conda package')}, "
+                   f"{plural(counts.get('pip', 0), 'pip package')}; "
+                   f"{plural(r.bytes_added, 'byte')} added)")
     return 1 if failures else 0
 
 
@@ -190,7 +193,7 @@ def cmd_list(rt: Runtime, args: argparse.Namespace) -> int:
         rt.out(f"{group[0].env_name}  ({prefix}){gone}")
         for i, s in enumerate(group):
             when = s.created[:19].replace("T", " ")
-            rt.out(f"  {s.short_id}  @-{i:<3} {when}Z  {s.reason:<14.14} "
+            rt.out(f"  {s.short_id}  @-{i:<3} {when}Z  {shorten(s.reason, 22):<22} "
                    f"{s.counts.get('conda', 0):>4} conda {s.counts.get('pip', 0):>3} pip  "
                    f"{_change_text(s):<16} {'offline' if offline[s.id] else 'needs channel'}")
     return 0
@@ -239,12 +242,13 @@ def cmd_show(rt: Runtime, args: argparse.Namespace) -> int:
             raise SafeguardError(f"Refusing to overwrite {out}: it exists. Pass --force, or "
                                  "choose another file.")
         atomic_write(out, text.encode(), mode=0o644)
-        rt.info(f"wrote {out}")
+        # Said once, when a file is written; printing to stdout stays quiet (`list` shows it).
+        rt.info(f"wrote {out}: snapshot {info.short_id} of {info.env_name} "
+                f"({info.created[:19]}Z), "
+                + ("restorable offline (every package is pinned in the store)" if offline else
+                   "not restorable offline (some packages need their channel)"))
     else:
         print(text, end="")
-    rt.info(f"snapshot {info.short_id} of {info.env_name} ({info.created[:19]}Z): "
-            + ("restorable offline, every package is pinned in the store" if offline else
-               "some packages are not pinned: restoring it needs their channel"))
     return 0
 
 
@@ -272,8 +276,8 @@ def cmd_check(rt: Runtime, args: argparse.Namespace) -> int:
         return 0 if report.ok else 1
     for line in repaired:
         rt.out(f"  repaired: {line}")
-    rt.out(f"checked {report.objects} objects, {report.packages} packages, "
-           f"{report.snapshots} snapshots: {'ok' if report.ok else 'PROBLEMS FOUND'}")
+    rt.out(f"checked {plural(report.objects, 'object')}, {plural(report.packages, 'package')}, "
+           f"{plural(report.snapshots, 'snapshot')}: {'ok' if report.ok else 'PROBLEMS FOUND'}")
     if report.config:
         rt.out(f"  config: {report.config} (run `{_sg('check', '--repair')}`)")
     for oid in report.corrupt:
@@ -316,9 +320,10 @@ def cmd_prune(rt: Runtime, args: argparse.Namespace) -> int:
         rt.emit_json({"dry_run": args.dry_run, **report.to_dict()})
         return 0
     verb = "would forget" if args.dry_run else "forgot"
-    rt.out(f"{verb} {len(report.forgotten)} snapshots, kept {report.kept}; "
-           f"{report.objects_removed} objects and {report.packages_removed} packages "
-           f"({report.bytes_freed} bytes) {'would be ' if args.dry_run else ''}freed")
+    rt.out(f"{verb} {plural(len(report.forgotten), 'snapshot')}, kept {report.kept}; "
+           f"{plural(report.objects_removed, 'object')} and "
+           f"{plural(report.packages_removed, 'package')} "
+           f"({plural(report.bytes_freed, 'byte')}) {'would be ' if args.dry_run else ''}freed")
     for snap in report.forgotten:
         rt.out(f"  {snap.short_id}  {snap.env_name}  {snap.created[:19]}")
     for prefix in report.removed_envs_skipped:

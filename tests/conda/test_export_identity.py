@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from conda_safeguard.condaversion import at_least
+
 from tests.conftest import cli_output
 from tests.factory import (
     LocalChannel,
@@ -21,9 +23,17 @@ VCS = {"url": "https://github.com/x/gitpkg.git", "vcs_info": {"vcs": "git", "com
 
 
 @pytest.fixture(autouse=True)
-def root(standalone_root: Path) -> Path:
-    """The standalone runtime reads the same $CONDARC as conda and finds the fixture's root."""
+def root(standalone_root: Path, conda_exe: list[str], monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The standalone runtime reads the same $CONDARC as conda and finds the fixture's root; it
+    follows the conda a user's shell names in CONDA_EXE, here the conda under test (`python -m
+    conda`: the conda importable in this Python)."""
+    if conda_exe[1:2] != ["-m"]:
+        monkeypatch.setenv("CONDA_EXE", conda_exe[0])
     return standalone_root
+
+
+def conda_version(run_conda) -> str:
+    return str(run_conda("--version").stdout.split()[-1])
 
 
 def snapshot_yml(capsys, prefix: Path, fmt: str = "yml") -> str:
@@ -67,8 +77,11 @@ def test_path_only_env_and_configured_channels(make_env, run_conda, capsys, tmp_
     write_condarc(conda_condarc, **settings)
     expected = run_conda("env", "export", "-p", prefix).stdout
     assert expected.startswith(f"name: {prefix}\n")  # not in an envs dir: the prefix is the name
-    assert (f"channels:\n  - {channel.url}\n  - conda-forge\n"
-            "  - https://conda.anaconda.org/bioconda\n") in expected
+    configured = "  - conda-forge\n  - https://conda.anaconda.org/bioconda\n"
+    if at_least(conda_version(run_conda), "25.11"):  # the packages' channels first
+        assert f"channels:\n  - {channel.url}\n{configured}" in expected
+    else:  # configured ones kept in order, the packages' channel was among them already
+        assert f"channels:\n{configured}  - {channel.url}\n" in expected
     assert snapshot_yml(capsys, prefix) == expected
 
 
@@ -79,7 +92,8 @@ def test_no_channels_setting(make_env, run_conda, capsys, conda_condarc) -> None
     del settings["channels"]
     write_condarc(conda_condarc, **settings)
     expected = run_conda("env", "export", "-p", prefix).stdout
-    assert "defaults" not in expected
+    # conda < 25.9 adds `defaults` when none are configured (conda 23.x: only when unset)
+    assert ("  - defaults\n" in expected) != at_least(conda_version(run_conda), "25.9")
     assert snapshot_yml(capsys, prefix) == expected
 
 
@@ -105,3 +119,24 @@ def test_explicit_lockfile_recreates_the_env_offline(
     # conda agrees the package sets are the same
     ours_list = json.loads(run_conda("list", "-p", new, "--json").stdout)
     assert {p["name"] for p in ours_list} == {"python", "liba", "libb", "tool"}
+
+
+@pytest.mark.parametrize("configured", [None, [], ["conda-forge", "bioconda"]],
+                         ids=["unset", "empty", "two"])
+def test_inside_conda_show_equals_export(make_env, run_conda, conda_condarc, configured) -> None:
+    """`conda safeguard show --format yml` (the plugin: conda's context in the conda in use) is
+    byte-identical to that conda's `conda env export`, with channels unset, empty or set."""
+    prefix = make_env("inside", ["python", "liba=1.0", "libb"], pip=["plain==1.0"])
+    settings = __import__("yaml").safe_load(conda_condarc.read_text())
+    settings.pop("channels", None)
+    if configured is not None:
+        settings["channels"] = configured
+    write_condarc(conda_condarc, **settings)
+    expected = run_conda("env", "export", "-n", "inside").stdout
+    run_conda("safeguard", "backup", "-n", "inside")
+    for env_arg in (["inside"], [str(prefix)]):
+        shown = run_conda("safeguard", "show", *env_arg, "--format", "yml").stdout
+        assert shown == expected
+    no_builds = run_conda("env", "export", "-n", "inside", "--no-builds").stdout
+    shown = run_conda("safeguard", "show", "inside", "--format", "yml-no-builds").stdout
+    assert shown == no_builds
