@@ -139,7 +139,11 @@ class RestorePlan:
 
     def describe(self) -> list[str]:
         info, c = self.info, self.source_counts()
-        method = {"explicit": "offline, no solve: an explicit list of package files",
+        downloads = sum(p.kind == "channel" and not p.record.url.startswith("file:")
+                        for p in self.packages)
+        network = f"needs network: {downloads} package files download from their channels" \
+            if downloads else "offline"
+        method = {"explicit": f"{network}, no solve: an explicit list of package files",
                   "solve": "solve from the snapshot's environment.yml (exact builds)",
                   "solve-no-builds": "solve from environment.yml without build strings"}
         where = ("an env: it is snapshotted, kept until the new one is complete and verified, "
