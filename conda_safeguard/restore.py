@@ -451,6 +451,10 @@ def _replace(plan: RestorePlan, store: Store, say: Progress, before: str | None,
             return result
         journal.set("verified")
         finish(journal, lambda _: None)
+        if plan.state.kernels:  # kernelspecs live outside the env: put them back too
+            from .kernels import register_kernels
+
+            say(register_kernels(plan.state.kernels, Path(plan.info.prefix), target).describe())
         return result
     except BaseException as e:
         try:
