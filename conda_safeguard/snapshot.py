@@ -27,7 +27,6 @@ from .prefix import (
     requested_specs,
 )
 
-
 #: Reasons restore/undo give the snapshot of the env they replace (and older spellings).
 BEFORE_REPLACE_REASONS = ("before restore:", "before undo:", "refused before restore:",
                           "refused before undo:", "replace it with snapshot",

@@ -4,6 +4,7 @@ Layout (format 1)::
 
     config                   {"format": 1, ...}; a newer format is refused
     lock                     flock: shared for writers, exclusive for prune
+    gate                     flock prune takes before `lock`, so writers cannot starve it
     objects/ab/<sha256>      zlib-compressed content, named by the sha256 of the uncompressed
                              bytes; written once, never modified
     snapshots/<id>.json      manifests; written last, naming only objects already on disk;
@@ -45,7 +46,7 @@ from .exceptions import (
     StoreError,
     StoreFormatError,
 )
-from .fs import atomic_write, file_lock
+from .fs import atomic_write, file_lock, pass_gate
 from .prefix import CondaRecord, PipDist
 from .snapshot import EnvState, SnapshotInfo, canonical_json, manifest_id
 from .storeperm import Modes, check_inner, check_tree, is_secret_name, make_dirs, read_file
@@ -195,6 +196,9 @@ class Store:
 
     @contextlib.contextmanager
     def shared_lock(self) -> Iterator[None]:
+        """For writers that add (backups) and readers of pins: many at once. Waits at the
+        gate while a prune has taken it (fs.pass_gate: prune must not starve)."""
+        pass_gate(self.root / "gate")
         with file_lock(self.root / "lock", exclusive=False, mode=self._lock_mode):
             yield
 
@@ -216,7 +220,10 @@ class Store:
 
     @contextlib.contextmanager
     def exclusive_lock(self) -> Iterator[None]:
-        with file_lock(self.root / "lock", exclusive=True, mode=self._lock_mode):
+        """For prune (the only deleter): the gate first, so no new writer starts, then the
+        lock once the writers in flight are done."""
+        with file_lock(self.root / "gate", exclusive=True, mode=self._lock_mode), \
+                file_lock(self.root / "lock", exclusive=True, mode=self._lock_mode):
             yield
 
     @contextlib.contextmanager
