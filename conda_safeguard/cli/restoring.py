@@ -333,10 +333,11 @@ def cmd_recover(rt: Runtime, args: argparse.Namespace) -> int:
     from ..transaction import TargetBusyError, lock_dir, recover
 
     only = resolve_prefix(rt, args, must_exist=False) if args.name or args.prefix else None
-    rows, code = [], 0
+    rows: list[dict[str, str]] = []
+    code = 0
     for p in pending_restores(rt, only):
         row = {"target": str(p.target), "snapshot": p.journal.snapshot,
-               "step": p.journal.phase, "kept_old": p.kept_old}
+               "step": p.journal.phase, "kept_old": p.kept_old or ""}
         try:
             row["outcome"] = recover(p.target, lock_dir(rt.store_path), rt.info) or "nothing"
         except TargetBusyError as e:
@@ -356,5 +357,7 @@ def cmd_recover(rt: Runtime, args: argparse.Namespace) -> int:
         rt.out(f"nothing to recover{f' at {only}' if only else ''}: no interrupted restore")
     for r in rows:
         rt.out(f"{r['target']}: {r['outcome']} (snapshot {r['snapshot'][:10]}, interrupted at "
-               f"step {r['step']})" + (f": {r['error']}" if r.get("error") else ""))
+               f"step {r['step']})")
+        if r.get("error"):
+            print(f"conda-safeguard: error: {r['error']}", file=sys.stderr)
     return code
