@@ -139,7 +139,11 @@ class RestorePlan:
 
     def describe(self) -> list[str]:
         info, c = self.info, self.source_counts()
-        method = {"explicit": "offline, no solve: an explicit list of package files",
+        downloads = sum(p.kind == "channel" and not p.record.url.startswith("file:")
+                        for p in self.packages)
+        network = f"needs network: {downloads} package files download from their channels" \
+            if downloads else "offline"
+        method = {"explicit": f"{network}, no solve: an explicit list of package files",
                   "solve": "solve from the snapshot's environment.yml (exact builds)",
                   "solve-no-builds": "solve from environment.yml without build strings"}
         where = ("an env: it is snapshotted, kept until the new one is complete and verified, "
@@ -471,6 +475,10 @@ def _replace(plan: RestorePlan, store: Store, say: Progress, before: str | None,
             return result
         journal.set("verified")
         finish(journal, lambda _: None)
+        if plan.state.kernels:  # kernelspecs live outside the env: put them back too
+            from .kernels import register_kernels
+
+            say(register_kernels(plan.state.kernels, Path(plan.info.prefix), target).describe())
         return result
     except BaseException as e:
         try:

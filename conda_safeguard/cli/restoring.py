@@ -175,11 +175,10 @@ def _confirm_replace(rt: Runtime, args: argparse.Namespace, plan: RestorePlan,
 
 def confirm_yn(question: str) -> bool:
     """Ask at the terminal; only 'y' or 'yes' agrees."""
-    try:
-        with open("/dev/tty", "r+", encoding="utf-8") as tty:
-            tty.write(question)
-            tty.flush()
-            answer = tty.readline()
+    try:  # unbuffered bytes: a text-mode "r+" open of a tty fails (it is not seekable)
+        with open("/dev/tty", "rb+", buffering=0) as tty:
+            tty.write(question.encode())
+            answer = tty.readline().decode(errors="replace")
     except OSError:
         return False
     return answer.strip().lower() in ("y", "yes")
