@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import BackupError, SafeguardError
+from .kernels import kernel_stats
 from .prefix import RACY_NS, require_env, site_packages
 from .snapshot import EnvState, SnapshotInfo, capture, manifest_id, new_info
 from .redact import redact_argv, redact_url
@@ -62,6 +63,7 @@ def stat_key(prefix: Path) -> str | None:
     # pip installs show up as new dist-info folders: the site-packages mtime changes.
     entries += [(str(sp), sp.stat()) for sp in prefix.glob("lib/python*/site-packages")]
     entries += config_stats(prefix)  # activate.d scripts, .condarc: snapshotted too
+    entries += kernel_stats()  # Jupyter kernelspecs outside the env (kernels.py)
     for name, st in entries:
         if st.st_mtime_ns >= racy_after:
             return None

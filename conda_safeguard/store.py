@@ -61,7 +61,8 @@ log = logging.getLogger(f"conda.{__name__}")
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 STATE_PARTS = ("packages", "pip", "env", "history")
-OPTIONAL_PARTS = ("config",)  # only in snapshots of envs that have some (unowned.py)
+OPTIONAL_PARTS = ("config", "kernels")  # only in snapshots of envs that have some
+#                                         (unowned.py, kernels.py)
 
 
 def is_hash(text: object) -> bool:
@@ -336,6 +337,8 @@ class Store:
                 state = dataclasses.replace(state, variables={
                     k: v for k, v in state.variables.items() if k not in secret})
         config = {"config": canonical_json(state.config)} if state.config else {}
+        if state.kernels:  # only then: envs without kernels keep their snapshot ids
+            config["kernels"] = canonical_json(state.kernels)
         return {**config,
             "packages": canonical_json([r.to_dict() for r in state.packages]),
             "pip": canonical_json([d.to_dict() for d in state.pip]),
@@ -373,6 +376,7 @@ class Store:
                 frozen=env["frozen"],
                 platform=env["platform"],
                 config=self._config(objs),
+                kernels=self._kernels(objs),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             # objects match their hashes, so only a crafted snapshot gets here
@@ -389,6 +393,16 @@ class Store:
                 isinstance(v, dict) and isinstance(v.get("data"), str) for v in config.values()):
             raise TypeError("the config part is not a mapping of files")
         return config
+
+    def _kernels(self, objs: dict[str, str]) -> dict[str, Any]:
+        """Jupyter kernelspecs that ran in the env (kernels.py), in snapshots that have any."""
+        if "kernels" not in objs:
+            return {}
+        kernels = json.loads(self.get_object(objs["kernels"]))
+        if not isinstance(kernels, dict) or not all(
+                isinstance(v, dict) and isinstance(v.get("files"), dict) for v in kernels.values()):
+            raise TypeError("the kernels part is not a mapping of kernelspecs")
+        return kernels
 
     # -- snapshots -------------------------------------------------------------------------------
 
