@@ -239,7 +239,8 @@ def targets_for(rt: Runtime, run_for_name: str, command: str, args: Any, context
         yes=yes,
         revision_removes_packages=bool(removed_by_revision),
         empties_env=command == "remove" and not getattr(args, "all", False)
-        and removes_every_package(prefix, packages, prune=not has_post_solve()),
+        and removes_every_package(prefix, packages, prune=not has_post_solve(),
+                                  force=bool(getattr(args, "force_remove", False))),
     )
     out = []
     for role, effect, why in effects:
