@@ -183,7 +183,7 @@ def confirm_typed_name(rt: Runtime, target: Target) -> str | None:
             f"This command will {target.why or 'destroy it'}: {summary}.\n"
             f"A snapshot is taken first, so `{suggest.safeguard('restore', ref)}` can bring "
             "its packages back.\n" + (f"{lost}\n" if lost else "") +
-            f"Type the environment's name to continue, anything else to abort: "
+            "Type the environment's name to continue, anything else to abort: "
         )
         out.flush()
         answer = tty_in.readline()
