@@ -1,20 +1,25 @@
 """How fast is `conda-safeguard restore` next to what conda offers? Measured side by side.
 
 A 300-package env (factory.big_channel: 300 packages x 50 files, ~15k files) is snapshotted
-once. Then, interleaved, each round times:
+once. Our restores run conda with its safety checks on (safety_checks: enabled,
+extra_safety_checks: true, what restore sets unless the user chose otherwise), so the records
+carry every file's sha256 and the restore is verified file by file. conda's own commands run
+with conda's defaults and without plugins (conda alone). Interleaved, each round times:
 
-  ours          restore of the deleted env (package files from conda's cache / our pins)
-  clone         `conda create --clone` of the live env              (target: ours <= 1.1x)
-  env-create    `conda env create -f environment.yml --offline`     (target: ours >= 5x faster)
-  ours-cleaned  our restore with conda's package cache gone (pins)   (target: <= 1.5x clone)
+  ours            restore of the deleted env (package files from conda's cache)
+  clone           `conda create --clone` of the live env                (target: ours <= 1.1x)
+  ours-cleaned    our restore with conda's package cache gone (the store's pins)
+  ours-warn       our restore with conda's default checks (CONDA_SAFETY_CHECKS=warn,
+                  CONDA_EXTRA_SAFETY_CHECKS=false, set by the user): what the checking costs
+  undo-one        `undo` of a one-package change (liba 2.0 back to 1.0) in the 300-package env
+  install-old     `conda install liba=1.0`: what conda takes to change that one package back
+  env-create      `conda env create -f environment.yml --offline` (with --env-create)
 
-"ours" installs with conda when conda is there (the default order); the same restores with
-CONDA_SAFEGUARD_INSTALLER=rattler are timed too, for reference.
-
+The same restores with CONDA_SAFEGUARD_INSTALLER=rattler are timed too (--rattler).
 conda comes from CONDA_SAFEGUARD_TEST_CONDA (run with an isolated HOME and CONDARC, classic
 solver). Without it only our own times are printed (with the py-rattler installer).
 
-    CONDA_SAFEGUARD_TEST_CONDA=/work/ext/bin/conda python benchmarks/restore.py [--rounds 3]
+    CONDA_SAFEGUARD_TEST_CONDA=/path/to/root/bin/conda python benchmarks/restore.py [--rounds 3]
 """
 
 from __future__ import annotations
@@ -54,6 +59,10 @@ def main() -> int:
     parser.add_argument("--packages", type=int, default=300)
     parser.add_argument("--files", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rattler", action="store_true",
+                        help="also time restores with the py-rattler installer")
+    parser.add_argument("--env-create", action="store_true",
+                        help="also time `conda env create` (a full classic solve: slow)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args()
 
@@ -81,12 +90,17 @@ def bench(work: Path, conda: str | None, args: argparse.Namespace) -> int:
            "XDG_CONFIG_HOME": str(home / ".config"), "XDG_DATA_HOME": str(home / ".local")}
     if conda:
         env["CONDA_EXE"] = conda
-    for var in ("CONDA_PREFIX", "CONDA_PKGS_DIRS", "CONDA_ENVS_PATH", "CONDA_SHLVL"):
+    for var in ("CONDA_PREFIX", "CONDA_PKGS_DIRS", "CONDA_ENVS_PATH", "CONDA_SHLVL",
+                "CONDA_SAFETY_CHECKS", "CONDA_EXTRA_SAFETY_CHECKS"):
         env.pop(var, None)
+    conda_alone = {**env, "CONDA_NO_PLUGINS": "true"}  # conda's own commands, no plugin
 
     t0 = time.perf_counter()
     channel = big_channel(work / "channel", args.packages, args.files)
-    names = ["python"] + [f"big{i:04d}" for i in range(args.packages)]
+    channel.add("liba", "1.0")
+    channel.add("liba", "2.0")
+    channel.index()
+    names = ["python", "liba=1.0"] + [f"big{i:04d}" for i in range(args.packages)]
     import json
 
     repodata = json.loads((channel.path / "noarch" / "repodata.json").read_text())
@@ -99,57 +113,84 @@ def bench(work: Path, conda: str | None, args: argparse.Namespace) -> int:
     yml = work / "environment.yml"
     yml.write_text(subprocess.run([*ours, "show", "big"], env=env, capture_output=True,
                                   text=True, check=True).stdout)
-    print(f"setup: {args.packages} packages x {args.files} files, "
+    one = root / "envs" / "one"  # for undo of one package
+    install_env(one, channel, names, cache_dir=pkgs)
+    run([*ours, "backup", "-p", str(one), "--quiet"], env)
+    print(f"setup: {args.packages + 2} packages x {args.files} files, "
           f"{sum(len(f) for _, _, f in os.walk(live))} files in the env "
           f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
 
     target = root / "envs" / "restored"
     times: dict[str, list[float]] = {}
 
-    def measure(label: str, fn: Callable[[], None]) -> None:
-        shutil.rmtree(target, ignore_errors=True)
+    def measure(label: str, fn: Callable[[], None], fresh: bool = True) -> None:
+        if fresh:
+            shutil.rmtree(target, ignore_errors=True)
         times.setdefault(label, []).append(timed(fn))
         print(f"  {label:<20} {times[label][-1]:6.2f} s", file=sys.stderr)
 
     restore = [*ours, "restore", "big", "-p", str(target), "--yes", "--offline", "--quiet"]
-    # with conda there, ours installs with conda (the default); py-rattler's times for reference
+    warn_env = {**env, "CONDA_SAFETY_CHECKS": "warn", "CONDA_EXTRA_SAFETY_CHECKS": "false"}
     rattler_env = {**env, "CONDA_SAFEGUARD_INSTALLER": "rattler"}
+    channel_args = ["--offline", "--override-channels", "-c", channel.url, "--yes", "--quiet"]
+    undo_env = {**env, "CONDA_SAFEGUARD_ALLOW": "one"}
     for i in range(args.rounds):
         print(f"round {i + 1}/{args.rounds}", file=sys.stderr)
         measure("ours", lambda: run(restore, env))
-        if conda:
+        if args.rattler:
             measure("ours-rattler", lambda: run(restore, rattler_env))
+        if conda:
+            measure("ours-warn", lambda: run(restore, warn_env))
             measure("clone", lambda: run([conda, "create", "-p", str(target), "--clone",
-                                          str(live), "--offline", "--yes", "--quiet"], env))
-            measure("env-create", lambda: run([conda, "env", "create", "-p", str(target), "-f",
-                                               str(yml), "--offline", "--yes", "--quiet"], env))
+                                          str(live), "--offline", "--yes", "--quiet"],
+                                         conda_alone))
+            if args.env_create:
+                measure("env-create", lambda: run([conda, "env", "create", "-p", str(target),
+                                                   "-f", str(yml), "--offline", "--yes",
+                                                   "--quiet"], conda_alone))
+            # one package changed, then back: our undo, and conda doing it itself
+            run([conda, "install", "-p", str(one), "liba=2.0", *channel_args], conda_alone)
+            measure("undo-one", lambda: run([*ours, "undo", "-p", str(one), "--yes",
+                                             "--offline", "--quiet"], undo_env), fresh=False)
+            run([conda, "install", "-p", str(one), "liba=2.0", *channel_args], conda_alone)
+            measure("install-old", lambda: run([conda, "install", "-p", str(one), "liba=1.0",
+                                                *channel_args], conda_alone), fresh=False)
+            run([*ours, "backup", "-p", str(one), "--quiet"], env)  # liba 1.0 is the latest
         off = pkgs.with_name("pkgs.cleaned")
         pkgs.rename(off)  # `conda clean --all`, reversibly
         try:
             measure("ours-cleaned", lambda: run(restore, env))
-            if conda:
+            if args.rattler:
                 measure("ours-rattler-cleaned", lambda: run(restore, rattler_env))
         finally:
             shutil.rmtree(pkgs, ignore_errors=True)  # what a run may have recreated
             off.rename(pkgs)
 
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"\nmedians over {args.rounds} rounds ({args.packages}-package env, installer: "
-          f"{'conda' if conda else 'py-rattler'}):")
+    print(f"\nmedians over {args.rounds} rounds ({args.packages + 2}-package env, installer: "
+          f"{'conda, safety checks enabled + extra' if conda else 'py-rattler'}):")
     for k, v in med.items():
         print(f"  {k:<20} {v:6.2f} s")
     if not conda:
         print("ratios against conda need real conda: set CONDA_SAFEGUARD_TEST_CONDA=/path/to/conda")
         return 0
-    print("ratios (ours = installer conda; ours-rattler = CONDA_SAFEGUARD_INSTALLER=rattler):")
-    for who in ("ours", "ours-rattler"):
-        checks = [(f"{who} / clone", med[who] / med["clone"], "<=", 1.1),
-                  (f"env-create / {who}", med["env-create"] / med[who], ">=", 5.0),
-                  (f"{who}-cleaned / clone", med[f"{who}-cleaned"] / med["clone"], "<=", 1.5)]
-        for label, ratio, op, goal in checks:
-            met = ratio <= goal if op == "<=" else ratio >= goal
-            print(f"  {label:<28} {ratio:5.2f}x  (target {op} {goal}x: "
-                  f"{'met' if met else 'MISSED'})")
+    print("ratios, side by side in one run:")
+    checks = [("ours / clone", med["ours"] / med["clone"], "<=", 1.1),
+              ("ours / clone (moonshot)", med["ours"] / med["clone"], "<=", 0.5),
+              ("ours-cleaned / clone", med["ours-cleaned"] / med["clone"], "<=", 1.5),
+              ("undo-one / install-old", med["undo-one"] / med["install-old"], "<=", 1.5)]
+    if args.env_create:
+        checks.append(("env-create / ours", med["env-create"] / med["ours"], ">=", 5.0))
+    if args.rattler:
+        checks += [("ours-rattler / clone", med["ours-rattler"] / med["clone"], "<=", 1.1),
+                   ("ours-rattler-cleaned / clone",
+                    med["ours-rattler-cleaned"] / med["clone"], "<=", 1.5)]
+    for label, ratio, op, goal in checks:
+        met = ratio <= goal if op == "<=" else ratio >= goal
+        print(f"  {label:<30} {ratio:5.2f}x  (target {op} {goal}x: "
+              f"{'met' if met else 'MISSED'})")
+    print(f"  checking costs: ours / ours-warn = {med['ours'] / med['ours-warn']:.2f}x "
+          f"({med['ours'] - med['ours-warn']:+.2f} s for conda's sha256 of every package file)")
     return 0
 
 

@@ -16,6 +16,12 @@ env with py-rattler, then times conda-safeguard's backup():
 Also prints the bytes one snapshot adds to the store for an unchanged env and for a one-package
 change. Targets: warm <= 30 ms median, >= 20x faster than the two conda commands, 0 bytes for an
 unchanged env.
+
+Prune under load: --loops processes back up the env without pause (the store's shared lock is
+never free), and prune is run --prune-runs times; its wait for the exclusive lock is measured
+through the gate (what prune does) and, side by side, taking the lock without the gate (what it
+did before the gate), with a --no-gate-timeout each. Target: worst wait through the gate under a
+few seconds, 0 timeouts.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -79,6 +86,9 @@ def main() -> int:
     ap.add_argument("--warm-runs", type=int, default=50)
     ap.add_argument("--changed-runs", type=int, default=9)
     ap.add_argument("--profile", action="store_true", help="cProfile the warm and changed paths")
+    ap.add_argument("--loops", type=int, default=6, help="backup loops for prune under load")
+    ap.add_argument("--prune-runs", type=int, default=5)
+    ap.add_argument("--no-gate-timeout", type=float, default=10.0)
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="cs-bench-"))
@@ -191,6 +201,8 @@ def main() -> int:
     else:
         print("conda: not measured (set CONDA_SAFEGUARD_TEST_CONDA=/path/to/conda)")
 
+    prune_under_load(store, prefix, args.loops, args.prune_runs, args.no_gate_timeout)
+
     if args.profile:
         for label, fn in (("warm", snap), ("changed", lambda: snap(force=True))):
             prof = cProfile.Profile()
@@ -201,6 +213,55 @@ def main() -> int:
             print(f"\n--- profile: {label} x20")
             pstats.Stats(prof).sort_stats("cumulative").print_stats(18)
     return 0
+
+
+def _loop(root: str, prefix: str, stop: Any) -> None:
+    store = Store.open(Path(root))
+    while not stop.is_set():
+        backup(store, Path(prefix), env_name="big", reason="loop", force=True)
+
+
+def prune_under_load(store: Store, prefix: Path, loops: int, runs: int, timeout: float) -> None:
+    """Worst wait of prune for the exclusive lock while `loops` processes back up non-stop."""
+    import multiprocessing
+
+    from conda_safeguard.exceptions import StoreLockTimeout
+    from conda_safeguard.fs import file_lock
+    from conda_safeguard.retention import RetentionPolicy, prune
+
+    ctx = multiprocessing.get_context("fork")
+    stop = ctx.Event()
+    procs = [ctx.Process(target=_loop, args=(str(store.root), str(prefix), stop))
+             for _ in range(loops)]
+    for p in procs:
+        p.start()
+    time.sleep(1.0)  # the loops are up
+    gated: list[float] = []
+    bare: list[float] = []
+    timeouts = 0
+    try:
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            with store.exclusive_lock():
+                gated.append(time.perf_counter() - t0)
+            prune(store, RetentionPolicy(3, 0, 0))  # and a real prune, which must succeed
+            t0 = time.perf_counter()
+            try:
+                with file_lock(store.root / "lock", exclusive=True, timeout=timeout, quiet=True):
+                    bare.append(time.perf_counter() - t0)
+            except StoreLockTimeout:
+                timeouts += 1
+                bare.append(timeout)
+    finally:
+        stop.set()
+        for p in procs:
+            p.join(60)
+    n = len(store.snapshots())
+    print(f"prune under {loops} backup loops ({runs} runs, {n} snapshots at the end):")
+    print(f"  wait for the lock through the gate:   {median_ms(gated)}; worst "
+          f"{max(gated) * 1000:.0f} ms")
+    print(f"  without the gate (timeout {timeout:g}s): {median_ms(bare)}; worst "
+          f"{max(bare) * 1000:.0f} ms, {timeouts} of {runs} timed out")
 
 
 if __name__ == "__main__":

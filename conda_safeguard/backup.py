@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import BackupError, SafeguardError
+from .kernels import kernel_stats
 from .prefix import RACY_NS, require_env, site_packages
 from .snapshot import EnvState, SnapshotInfo, capture, manifest_id, new_info
 from .store import Store, prefix_key
@@ -61,6 +62,7 @@ def stat_key(prefix: Path) -> str | None:
     # pip installs show up as new dist-info folders: the site-packages mtime changes.
     entries += [(str(sp), sp.stat()) for sp in prefix.glob("lib/python*/site-packages")]
     entries += config_stats(prefix)  # activate.d scripts, .condarc: snapshotted too
+    entries += kernel_stats()  # Jupyter kernelspecs outside the env (kernels.py)
     for name, st in entries:
         if st.st_mtime_ns >= racy_after:
             return None
@@ -148,12 +150,26 @@ def _backup(store: Store, prefix: Path, *, env_name: str, reason: str, argv: lis
                         channels=channels, objects=objects, parent=latest,
                         parent_state=parent_state)
         if pin is not None:
-            info.pins = pin(store, state)
+            info.pins = _pins_or_none(store, pin, state)
             info.id = manifest_id(info.to_dict())  # the id covers the pins too
         added += store.write_manifest(info)
         _save_cache(store, records_name, records_cache)
         _save_cache(store, key_name, {"stat_key": key, "snapshot": info.id, **same_labels})
         return BackupResult(info, created=True, bytes_added=added, state=state)
+
+
+def _pins_or_none(store: Store, pin: Callable[[Store, EnvState], list[str]],
+                  state: EnvState) -> list[str]:
+    """Pins are extra (offline restore): when they do not fit (disk full, quota), the snapshot
+    is still taken, without pins, and that is said in one line. A destroy must never be refused
+    for want of a snapshot that would have fitted."""
+    try:
+        return pin(store, state)
+    except OSError as e:
+        store.warn(f"snapshot kept without package pins: {e.strerror or e} while copying "
+                   f"package files into {store.root / 'packages'}; restoring it will need the "
+                   "channels. Free space there, or set plugins.safeguard_keep_packages: never.")
+        return []
 
 
 def _cached_snapshot(store: Store, snapshot_id: Any, prefix: Path) -> SnapshotInfo | None:

@@ -95,6 +95,8 @@ class Settings:
     pin_budget_mb: int = 2048
     store_shared: bool = False  # a team store (storeperm.py)
     shared_store_secrets: bool = False
+    warn_base_installs: bool = True  # advice.py
+    name_lint: bool = True
 
     def is_temp(self, name: str) -> bool:
         return any(fnmatch.fnmatchcase(name, p) for p in self.temp_patterns)
@@ -118,6 +120,8 @@ SETTINGS_SCHEMA: dict[str, tuple[str, type]] = {
     C.SETTING_PIN_BUDGET_MB: ("pin_budget_mb", int),
     C.SETTING_STORE_SHARED: ("store_shared", bool),
     C.SETTING_SHARED_SECRETS: ("shared_store_secrets", bool),
+    C.SETTING_WARN_BASE_INSTALLS: ("warn_base_installs", bool),
+    C.SETTING_NAME_LINT: ("name_lint", bool),
 }
 KEEP_PACKAGES_CHOICES = ("auto", "always", "never")
 

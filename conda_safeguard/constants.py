@@ -33,6 +33,8 @@ SETTING_KEEP_PACKAGES: Final = "safeguard_keep_packages"
 SETTING_PIN_BUDGET_MB: Final = "safeguard_pin_budget_mb"
 SETTING_STORE_SHARED: Final = "safeguard_store_shared"
 SETTING_SHARED_SECRETS: Final = "safeguard_shared_store_secrets"
+SETTING_WARN_BASE_INSTALLS: Final = "safeguard_warn_base_installs"
+SETTING_NAME_LINT: Final = "safeguard_name_lint"
 
 DEFAULT_TEMP_PATTERNS: Final = ("*-tmp", "tmp-*", "*-temp", "temp-*", "scratch-*")
 DEFAULT_KEEP_LAST: Final = 20
@@ -47,7 +49,7 @@ FROZEN_MARK: Final = "conda-meta/frozen"
 
 #: conda's pre-command names we act on (`env remove` arrives as `remove`, `upgrade` as `update`).
 RUN_FOR: Final = frozenset({"install", "update", "remove", "create", "rename", "env_update",
-                             "env_vars"})
+                            "env_vars", "env_create", "env_remove"})  # env_*: conda < 26
 
 # Exit codes: a contract with the shell snippets (documented in the README).
 EXIT_OK: Final = 0

@@ -128,11 +128,15 @@ class PackageSet:
         return hashlib.sha256(data.encode()).hexdigest()
 
 
-def read_package_set(prefix: Path) -> PackageSet:
-    """The env's package set, read from conda-meta and site-packages. Read-only."""
+def read_package_set(prefix: Path, record_cache: dict[str, Any] | None = None) -> PackageSet:
+    """The env's package set, read from conda-meta and site-packages. Read-only.
+
+    `record_cache` is the store's parsed-records cache from the last backup (keyed by each
+    record file's size and mtime, see prefix.read_records): records unchanged since then are not
+    parsed again, which is most of the time a fingerprint takes."""
     from .snapshot import host_platform
 
-    records = read_records(prefix)
+    records = read_records(prefix, record_cache)
     subdirs = {r.subdir for r in records if r.subdir and r.subdir != "noarch"}
     return PackageSet.of(
         (conda_package(r) for r in records),

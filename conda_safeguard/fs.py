@@ -112,3 +112,37 @@ def file_lock(
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+#: How long a writer waits at the gate for a prune before it goes on to the main lock anyway
+#: (the main lock still keeps it out while prune deletes): the gate only buys prune its turn.
+GATE_PATIENCE = 10.0
+
+
+def pass_gate(path: Path, *, timeout: float = GATE_PATIENCE) -> None:
+    """Wait while someone holds the gate `path` exclusively, then go on (holding nothing).
+
+    Why a gate: flock has no writer preference, so with backups overlapping all the time the
+    shared lock is never free and an exclusive locker (prune) starves. Prune takes the gate
+    first; new writers then queue here, in-flight ones finish, and prune gets the lock. A gate
+    that does not exist, or cannot be opened, holds nobody up.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                return
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.005)
+    finally:
+        os.close(fd)

@@ -105,7 +105,11 @@ def link_or_copy(src: Path, dst: Path) -> bool:
         os.link(src, tmp)
     except OSError:
         linked = False
-        shutil.copyfile(src, tmp)
+        try:
+            shutil.copyfile(src, tmp)
+        except BaseException:  # disk full half-way: leave no partial copy behind
+            tmp.unlink(missing_ok=True)
+            raise
     try:
         os.replace(tmp, dst)
     except BaseException:

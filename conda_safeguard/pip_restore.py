@@ -303,8 +303,10 @@ def describe(steps: list[PipStep], target: Path) -> list[str]:
     if not steps:
         return []
     count = {a: sum(s.action == a for s in steps) for a in ("keep", "run", "lost", "drop")}
+    network = sum(s.network for s in steps)
     out = [f"  pip:       {len(steps)} packages: {count['keep']} kept as they are, "
-           f"{count['run']} to reinstall, {count['lost']} lost, {count['drop']} dropped"]
+           f"{count['run']} to reinstall ({network} of them need the network), "
+           f"{count['lost']} lost, {count['drop']} dropped"]
     for s in steps:
         label = {"keep": "keep", "run": "reinstall", "lost": "LOST", "drop": "dropped"}[s.action]
         out.append(f"    {s.dist.name:<24} {s.dist.version:<12} {label:<10} {s.why}")

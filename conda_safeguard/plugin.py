@@ -99,13 +99,16 @@ def conda_health_checks() -> Iterable[Any]:
         return
     from .doctor import check_snapshots, check_store, fix_snapshots
 
-    yield CondaHealthCheck(
-        name="safeguard-snapshots", action=check_snapshots, fixer=fix_snapshots,
-        summary="Environments with no conda-safeguard snapshot",
-        fix="Take a snapshot of them now")
-    yield CondaHealthCheck(
-        name="safeguard-store", action=check_store,
-        summary="Integrity of the conda-safeguard snapshot store")
+    # conda before 26.x knows only name and action: passing more breaks all of `conda doctor`
+    known = getattr(CondaHealthCheck, "_fields", None) or \
+        getattr(CondaHealthCheck, "__dataclass_fields__", {})
+    checks = [dict(name="safeguard-snapshots", action=check_snapshots, fixer=fix_snapshots,
+                   summary="Environments with no conda-safeguard snapshot",
+                   fix="Take a snapshot of them now"),
+              dict(name="safeguard-store", action=check_store,
+                   summary="Integrity of the conda-safeguard snapshot store")]
+    for check in checks:
+        yield CondaHealthCheck(**{k: v for k, v in check.items() if k in known})
 
 
 __all__ = ["conda_health_checks", "conda_post_solves", "conda_pre_commands", "conda_settings",

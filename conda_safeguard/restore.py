@@ -139,7 +139,11 @@ class RestorePlan:
 
     def describe(self) -> list[str]:
         info, c = self.info, self.source_counts()
-        method = {"explicit": "offline, no solve: an explicit list of package files",
+        downloads = sum(p.kind == "channel" and not p.record.url.startswith("file:")
+                        for p in self.packages)
+        network = f"needs network: {downloads} package files download from their channels" \
+            if downloads else "offline"
+        method = {"explicit": f"{network}, no solve: an explicit list of package files",
                   "solve": "solve from the snapshot's environment.yml (exact builds)",
                   "solve-no-builds": "solve from environment.yml without build strings"}
         where = ("an env: it is snapshotted, kept until the new one is complete and verified, "
@@ -324,6 +328,17 @@ class RestoreResult:
     def ok(self) -> bool:
         return self.report.identical and all(s.settled for s in self.pip)
 
+    @property
+    def may_replace(self) -> bool:
+        """Good enough to take the place of a working env: identical; or, solved without build
+        strings (a snapshot from another platform, as the plan said), every file checked and
+        every package there."""
+        r = self.report
+        if self.plan.method == "solve-no-builds":
+            return not (r.bad_files or r.unhashed or r.missing or r.pip_missing) and \
+                all(s.settled for s in self.pip)
+        return self.ok
+
     def to_dict(self) -> dict[str, Any]:
         return {"target": str(self.plan.target), "verdict": self.report.verdict,
                 "verify": self.report.to_dict(), "pip": [s.to_dict() for s in self.pip],
@@ -406,10 +421,19 @@ def _replace(plan: RestorePlan, store: Store, say: Progress, before: str | None,
             step = "listing the files no package owns in the env being replaced"
             found = unowned(target)
         if tool.in_place:
+            # conda fills a folder we made (it keeps its inode, so recover knows it as ours),
+            # swapped in for the old env in one step: the path is never empty
+            empty = staging / "prefix"
+            empty.mkdir()
+            journal.new_ino = os.lstat(empty).st_ino
+            journal.save()
             if old is not None:
-                os.rename(target, old)  # the journal already says where it went
-            elif target.is_dir():
-                target.rmdir()  # an empty folder: conda creates the env itself
+                exchange(target, empty)  # the journal already says where each one goes
+                os.rename(empty, old)
+            else:
+                if target.is_dir():
+                    target.rmdir()  # an empty folder the user made
+                os.rename(empty, target)
         step = f"installing {len(plan.packages)} packages with {tool.name}"
         say(f"{step} ({plan.method})")
         job = InstallJob(build, target, plan.packages, staging, plan.pkgs_dirs, plan.offline,
@@ -445,12 +469,16 @@ def _replace(plan: RestorePlan, store: Store, say: Progress, before: str | None,
         say(f"verifying {target} against snapshot {plan.info.short_id}")
         report = verify(target, expected_state(plan.state, plan.pip))
         result = RestoreResult(plan, report, plan.pip, pip_note, carried=carried)
-        if old is not None and not result.ok:  # never trade a working env for a different one
+        if old is not None and not result.may_replace:  # never trade a working env for a worse one
             roll_back(journal, say)
             result.rolled_back = True
             return result
         journal.set("verified")
         finish(journal, lambda _: None)
+        if plan.state.kernels:  # kernelspecs live outside the env: put them back too
+            from .kernels import register_kernels
+
+            say(register_kernels(plan.state.kernels, Path(plan.info.prefix), target).describe())
         return result
     except BaseException as e:
         try:

@@ -26,6 +26,8 @@ DESCRIPTIONS = {
     C.SETTING_STORE_SHARED: "The store is a team store: group-writable, each user prunes "
                             "only their own snapshots.",
     C.SETTING_SHARED_SECRETS: "Keep env vars that look like credentials in a team store too.",
+    C.SETTING_WARN_BASE_INSTALLS: "Warn when packages are installed into base.",
+    C.SETTING_NAME_LINT: "Warn on create when an env gets a generic name (test, myenv, env2).",
 }
 
 

@@ -27,7 +27,6 @@ from .prefix import (
     requested_specs,
 )
 
-
 #: Reasons restore/undo give the snapshot of the env they replace (and older spellings).
 BEFORE_REPLACE_REASONS = ("before restore:", "before undo:", "refused before restore:",
                           "refused before undo:", "replace it with snapshot",
@@ -66,6 +65,8 @@ class EnvState:
     # the env's own configuration no package owns (activate.d scripts, pinned, .condarc):
     # path -> {"mode", "data" (base64)}; see unowned.py. Not part of the fingerprint.
     config: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Jupyter kernelspecs outside the env that run in it (kernels.py): name -> {"files"}.
+    kernels: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def fingerprint(self) -> str:
@@ -90,6 +91,7 @@ def capture(prefix: Path, record_cache: dict[str, Any] | None = None) -> EnvStat
     except FileNotFoundError:
         history_text = ""
     history = read_history(prefix)
+    from .kernels import capture_kernels
     from .unowned import capture_config
 
     names = {r.name for r in records}
@@ -103,6 +105,7 @@ def capture(prefix: Path, record_cache: dict[str, Any] | None = None) -> EnvStat
         frozen=read_frozen(prefix),
         platform=platforms.pop() if len(platforms) == 1 else host_platform(),
         config=capture_config(prefix),
+        kernels=capture_kernels(prefix),
     )
 
 

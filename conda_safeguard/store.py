@@ -4,6 +4,7 @@ Layout (format 1)::
 
     config                   {"format": 1, ...}; a newer format is refused
     lock                     flock: shared for writers, exclusive for prune
+    gate                     flock prune takes before `lock`, so writers cannot starve it
     objects/ab/<sha256>      zlib-compressed content, named by the sha256 of the uncompressed
                              bytes; written once, never modified
     snapshots/<id>.json      manifests; written last, naming only objects already on disk;
@@ -45,7 +46,7 @@ from .exceptions import (
     StoreError,
     StoreFormatError,
 )
-from .fs import atomic_write, file_lock
+from .fs import atomic_write, file_lock, pass_gate
 from .prefix import CondaRecord, PipDist
 from .snapshot import EnvState, SnapshotInfo, canonical_json, manifest_id
 from .storeperm import Modes, check_inner, check_tree, is_secret_name, make_dirs, read_file
@@ -59,7 +60,8 @@ log = logging.getLogger(f"conda.{__name__}")
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 STATE_PARTS = ("packages", "pip", "env", "history")
-OPTIONAL_PARTS = ("config",)  # only in snapshots of envs that have some (unowned.py)
+OPTIONAL_PARTS = ("config", "kernels")  # only in snapshots of envs that have some
+#                                         (unowned.py, kernels.py)
 
 
 def is_hash(text: object) -> bool:
@@ -194,6 +196,9 @@ class Store:
 
     @contextlib.contextmanager
     def shared_lock(self) -> Iterator[None]:
+        """For writers that add (backups) and readers of pins: many at once. Waits at the
+        gate while a prune has taken it (fs.pass_gate: prune must not starve)."""
+        pass_gate(self.root / "gate")
         with file_lock(self.root / "lock", exclusive=False, mode=self._lock_mode):
             yield
 
@@ -215,7 +220,10 @@ class Store:
 
     @contextlib.contextmanager
     def exclusive_lock(self) -> Iterator[None]:
-        with file_lock(self.root / "lock", exclusive=True, mode=self._lock_mode):
+        """For prune (the only deleter): the gate first, so no new writer starts, then the
+        lock once the writers in flight are done."""
+        with file_lock(self.root / "gate", exclusive=True, mode=self._lock_mode), \
+                file_lock(self.root / "lock", exclusive=True, mode=self._lock_mode):
             yield
 
     @contextlib.contextmanager
@@ -328,6 +336,8 @@ class Store:
                 state = dataclasses.replace(state, variables={
                     k: v for k, v in state.variables.items() if k not in secret})
         config = {"config": canonical_json(state.config)} if state.config else {}
+        if state.kernels:  # only then: envs without kernels keep their snapshot ids
+            config["kernels"] = canonical_json(state.kernels)
         return {**config,
             "packages": canonical_json([r.to_dict() for r in state.packages]),
             "pip": canonical_json([d.to_dict() for d in state.pip]),
@@ -365,6 +375,7 @@ class Store:
                 frozen=env["frozen"],
                 platform=env["platform"],
                 config=self._config(objs),
+                kernels=self._kernels(objs),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             # objects match their hashes, so only a crafted snapshot gets here
@@ -381,6 +392,16 @@ class Store:
                 isinstance(v, dict) and isinstance(v.get("data"), str) for v in config.values()):
             raise TypeError("the config part is not a mapping of files")
         return config
+
+    def _kernels(self, objs: dict[str, str]) -> dict[str, Any]:
+        """Jupyter kernelspecs that ran in the env (kernels.py), in snapshots that have any."""
+        if "kernels" not in objs:
+            return {}
+        kernels = json.loads(self.get_object(objs["kernels"]))
+        if not isinstance(kernels, dict) or not all(
+                isinstance(v, dict) and isinstance(v.get("files"), dict) for v in kernels.values()):
+            raise TypeError("the kernels part is not a mapping of kernelspecs")
+        return kernels
 
     # -- snapshots -------------------------------------------------------------------------------
 

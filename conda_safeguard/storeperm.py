@@ -24,7 +24,7 @@ from pathlib import Path
 from .exceptions import StoreError
 
 #: The fixed parts of a store; objects/<fan>/ are checked as they are used.
-STORE_ENTRIES = ("config", "lock", "objects", "snapshots", "packages", "cache")
+STORE_ENTRIES = ("config", "lock", "gate", "objects", "snapshots", "packages", "cache")
 #: Env var names that look like credentials: kept out of a team store unless allowed.
 SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "API_KEY", "APIKEY",
                 "PRIVATE_KEY", "ACCESS_KEY", "AUTH")

@@ -2,9 +2,11 @@
 
 The old env is never deleted before the new one is complete and verified:
 
-    building   the new env is built beside the target (installers that can relocate), or the old
-               env is moved aside to `.NAME.safeguard-old-ID` and the new one is built at the
-               path (conda, mamba, micromamba write the path into files while linking)
+    building   the new env is built beside the target (installers that can relocate), or an
+               empty folder is swapped in for the old env, which goes to
+               `.NAME.safeguard-old-ID`, and the new one is built at the path (conda, mamba,
+               micromamba write the path into files while linking: until it is verified the
+               path holds an unfinished env, which recover replaces with the old one)
     swapping   the new env and the target are exchanged in one rename (renameat2
                RENAME_EXCHANGE), so the path always holds one of the two
     swapped    the new env is at the path, the old one at `.NAME.safeguard-old-ID`; pip packages
@@ -33,6 +35,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -49,6 +52,7 @@ Progress = Callable[[str], None]
 JOURNAL_SUFFIX = ".safeguard-journal.json"
 OLD_INFIX = ".safeguard-old-"
 STAGING_INFIX = ".safeguard-restore-"
+PHASES = ("building", "swapping", "swapped", "verified")
 
 
 class TargetBusyError(SafeguardError):
@@ -200,6 +204,23 @@ class Journal:
     pid: int
     started: str
 
+    def validate(self, target: Path) -> None:
+        if self.target != str(target) or self.phase not in PHASES:
+            raise ValueError("its target or step is not this env's")
+        dot = f".{target.name}"
+        staging = Path(self.staging)
+        if staging.parent != target.parent or not staging.name.startswith(dot + STAGING_INFIX):
+            raise ValueError("its staging folder is not beside the env")
+        if self.old_path is not None and (Path(self.old_path).parent != target.parent or
+                                          not Path(self.old_path).name.startswith(
+                                              dot + OLD_INFIX)):
+            raise ValueError("its kept-old folder is not beside the env")
+        if self.new_path not in (str(target), str(staging / "prefix")):
+            raise ValueError("its new env is neither the env's path nor its staging folder")
+        for ino in (self.old_ino, self.new_ino):
+            if ino is not None and not isinstance(ino, int):
+                raise ValueError("its inodes are not numbers")
+
     def save(self) -> None:
         data = json.dumps(asdict(self), indent=1).encode() + b"\n"
         atomic_write(journal_path(Path(self.target)), data, mode=0o644)
@@ -210,9 +231,17 @@ class Journal:
 
     @classmethod
     def load(cls, target: Path) -> Journal | None:
+        """The journal beside `target`. Its paths are checked to be the names this module
+        gives (siblings of the target), so a planted journal cannot point recover at other
+        folders; one another user wrote is refused."""
+        path = journal_path(target)
         try:
-            data = json.loads(journal_path(target).read_bytes())
-            return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+            if path.stat().st_uid != os.getuid():
+                raise ValueError("it belongs to another user")
+            data = json.loads(path.read_bytes())
+            j = cls(**{k: data[k] for k in cls.__dataclass_fields__})
+            j.validate(target)
+            return j
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as e:
@@ -293,30 +322,50 @@ def _where(j: Journal, ino: int | None, *candidates: str | None) -> Path | None:
     return None
 
 
+def _ours(j: Journal, path: Path) -> bool:
+    """`path` holds the env this transaction built (its inode), or an empty folder."""
+    if j.new_ino is not None and _inode(path) == j.new_ino:
+        return True
+    try:
+        return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+    except OSError:
+        return False
+
+
+def _not_ours(j: Journal, path: Path) -> SafeguardError:
+    kept = f"; the env that was there is kept at {j.old_path}" if j.old_path else ""
+    return SafeguardError(
+        f"Cannot settle the interrupted restore into {j.target}: {path} holds something this "
+        f"restore did not build{kept}. Nothing was removed; the journal "
+        f"{journal_path(Path(j.target))} is kept. Move things back by hand, then delete it.")
+
+
 def roll_back(j: Journal, say: Progress) -> str:
-    """Put the old env back at the path (or, with no old env, remove the unfinished new one)."""
+    """Put the old env back at the path (or, with no old env, remove the unfinished new one).
+    Removes only what this transaction built, known by its inode."""
     target = Path(j.target)
     if j.old_ino is None:  # nothing was there before: only an unfinished new env to remove
         if j.in_place and os.path.lexists(target):
+            if not _ours(j, target):
+                raise _not_ours(j, target)
             remove_tree(target)
     else:
-        old_at = _where(j, j.old_ino, j.target, j.old_path, j.new_path)
+        old_at = _where(j, j.old_ino, j.target, j.old_path, j.new_path,
+                        str(Path(j.staging) / "prefix"))
         if old_at is None:
             raise SafeguardError(
                 f"Cannot roll back the restore into {target}: the env that was there is in "
                 f"neither {target} nor {j.old_path}. Nothing was removed; the journal "
                 f"{journal_path(target)} is kept for you to inspect.")
         if old_at != target:
-            if os.path.lexists(target):  # ours: the new env, complete or not
-                exchange(target, old_at)
+            if os.path.lexists(target):
+                if not _ours(j, target):
+                    raise _not_ours(j, target)
+                exchange(target, old_at)  # one step: the path never goes empty
                 remove_tree(old_at)
             else:
                 os.rename(old_at, target)
                 fsync_dir(target.parent)
-    new_elsewhere = Path(j.new_path)
-    if new_elsewhere != target and os.path.lexists(new_elsewhere) and \
-            _inode(new_elsewhere) != j.old_ino:
-        remove_tree(new_elsewhere)
     _tidy(j)
     say(f"rolled back the interrupted restore into {target}: "
         + ("the env that was there is back" if j.old_ino is not None else
@@ -326,6 +375,9 @@ def roll_back(j: Journal, say: Progress) -> str:
 
 def finish(j: Journal, say: Progress) -> str:
     """The new env is the one to keep: remove the old one, if any."""
+    target = Path(j.target)
+    if _inode(target) != j.new_ino:
+        raise _not_ours(j, target)
     if j.old_path and os.path.lexists(j.old_path) and _inode(Path(j.old_path)) == j.old_ino:
         remove_tree(Path(j.old_path))
     _tidy(j)
@@ -387,19 +439,17 @@ def signals_roll_back() -> Iterator[None]:
     def handler(signum: int, _frame: FrameType | None) -> None:
         raise Interrupted(signum)
 
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    saved: dict[int, Any] = {}
+    saved: dict[signal.Signals, Any] = {}
     for sig in (signal.SIGHUP, signal.SIGTERM):
         saved[sig] = signal.signal(sig, handler)
     try:
         yield
     finally:
-        for sig, old in saved.items():
-            signal.signal(sig, old)
+        for caught, old in saved.items():
+            signal.signal(caught, old)
 
 
 def new_journal(target: Path, *, in_place: bool, replaces: bool, snapshot: str,

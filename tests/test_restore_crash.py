@@ -8,6 +8,7 @@ CONDA_SAFEGUARD_CRASH_RUNS raises the number of kills (default 20) for a soak ru
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -137,3 +138,25 @@ def test_two_restores_into_one_path(world: World) -> None:
     assert (prefix / "results" / "model.bin").exists()
     winner = package_set(prefix)
     assert winner == sets["2.0"] or winner["liba"][0] == "1.0"
+
+
+def test_a_planted_journal_cannot_point_recover_elsewhere(world: World, tmp_path: Path) -> None:
+    prefix = world.env("victim")
+    elsewhere = tmp_path / "precious"
+    elsewhere.mkdir()
+    (elsewhere / "data").write_text("keep me\n")
+    journal = {"target": str(prefix), "phase": "building", "in_place": True,
+               "old_path": None, "old_ino": None, "new_path": str(prefix), "new_ino": None,
+               "staging": str(elsewhere), "snapshot": "0" * 64, "before": None, "pid": 1,
+               "started": "2026-01-01T00:00:00Z"}
+    path = prefix.with_name(".victim.safeguard-journal.json")
+    path.write_text(json.dumps(journal))
+    r = world.run("recover", "-p", prefix)
+    assert r.code == 1 and "staging folder is not beside the env" in r.err
+    assert (elsewhere / "data").read_text() == "keep me\n" and is_env(prefix)
+    # a well-formed one for a fresh in-place build removes only a folder it made
+    journal["staging"] = str(prefix.with_name(".victim.safeguard-restore-x"))
+    path.write_text(json.dumps(journal))
+    r = world.run("recover", "-p", prefix)
+    assert r.code == 1 and "holds something this restore did not build" in r.err
+    assert is_env(prefix)

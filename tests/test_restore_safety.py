@@ -224,3 +224,20 @@ def test_standalone_finds_conda_beside_its_python(tmp_path: Path,
     monkeypatch.setattr(sys, "executable", str(fake / "python"))
     found = installers.find_installer("conda", {"PATH": ""})
     assert found is not None and found.argv == [str(fake / "conda")]  # type: ignore[attr-defined]
+
+
+# -- 6. a new env that does not verify never replaces the old one --------------------------------
+
+
+def test_a_tampered_package_rolls_the_restore_back(world: World) -> None:
+    prefix = world.env("tam")
+    world.run("backup", "-n", "tam")
+    before = tree_hashes(prefix)
+    cached = world.pkgs / "tool-0.1-0" / "bin" / "tool"
+    cached.unlink()  # a new file, not the env's hardlink
+    cached.write_text("#!/bin/sh\necho tampered\n")
+    r = world.run("restore", "tam", "--yes")
+    assert r.code == 1, r.out + r.err
+    assert "NOT restored" in r.out and "unchanged" in r.out
+    assert "tool: bin/tool: sha256 differs" in r.out
+    assert tree_hashes(prefix) == before and beside(prefix) == []

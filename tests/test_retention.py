@@ -163,3 +163,54 @@ def test_prune_collects_unreferenced_pins(make_env, tmp_path: Path) -> None:
     # a temp file under the exclusive lock is a killed run's: prune removes it
     assert report.temp_removed == 1 and not (packages / ".tmp-partial").exists()
     assert store.get(snap.id)
+
+
+# --------------------------------------------------------------------------- prune under load
+
+
+def _backup_loop(root: str, prefix: str, stop, counter) -> None:
+    store = Store.open(Path(root))
+    while not stop.is_set():
+        backup(store, Path(prefix), env_name=Path(prefix).name, reason="loop", force=True)
+        with counter.get_lock():
+            counter.value += 1
+
+
+def test_prune_is_not_starved_by_continuous_backups(make_env, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """6 processes back up without pause (the shared lock is never free); prune still gets
+    its turn through the gate, every time, well within the lock timeout, and loses nothing
+    the loops wrote."""
+    import multiprocessing
+    import time
+
+    monkeypatch.setenv("CONDA_SAFEGUARD_LOCK_TIMEOUT", "20")
+    envs = [make_env(f"load{i}", ["liba=1.0"]) for i in range(3)]
+    root = tmp_path / "load-store"
+    Store.open(root)
+    ctx = multiprocessing.get_context("fork")
+    stop, counter = ctx.Event(), ctx.Value("i", 0)
+    loops = [ctx.Process(target=_backup_loop, args=(str(root), str(envs[i % 3]), stop, counter))
+             for i in range(6)]
+    for p in loops:
+        p.start()
+    waits = []
+    try:
+        while counter.value < 12:  # the loops are running
+            time.sleep(0.01)
+        store = Store.open(root)
+        for _ in range(3):
+            before = counter.value
+            t0 = time.monotonic()
+            report = prune(store, RetentionPolicy(2, 0, 0))
+            waits.append(time.monotonic() - t0)
+            assert report.kept >= 6
+            while counter.value < before + 6:  # backups went on between prunes
+                time.sleep(0.01)
+    finally:
+        stop.set()
+        for p in loops:
+            p.join(30)
+    assert all(p.exitcode == 0 for p in loops)
+    assert max(waits) < 20, waits  # no prune timed out
+    assert check_store(Store.open(root)).ok

@@ -38,13 +38,14 @@ def tree(root: Path) -> dict[str, str]:
     """Every file under root with a hash of its bytes: compares stores before/after.
 
     Leaves out cache/locks/: a backup creates its env's (empty) lock file before it reads the
-    env, so even a backup refused for a broken env may leave one. It holds no data.
+    env, so even a backup refused for a broken env may leave one. It holds no data. So is the
+    (empty) `gate` lock file prune creates, even on a dry run.
     """
     if not root.exists():
         return {}
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*"))
-            if p.is_file() and p.parent != root / "cache" / "locks"}
+            if p.is_file() and p.parent != root / "cache" / "locks" and p != root / "gate"}
 
 
 def assert_consistent(store: Store) -> list[SnapshotInfo]:

@@ -225,3 +225,46 @@ def test_prune_removes_temp_files_of_killed_runs(make_env, store: Store) -> None
     report = prune(store, RetentionPolicy(5, 0, 0))
     assert report.temp_removed == 3 and not any(p.exists() for p in leftovers)
     assert check_store(store).leftovers == []
+
+
+# --------------------------------------------------------------------------- a full disk
+
+
+def test_pins_that_do_not_fit_degrade_to_a_snapshot_without_pins(make_env, store: Store
+                                                                  ) -> None:
+    import errno
+
+    warnings: list[str] = []
+    store.warn = warnings.append
+
+    def full(store: Store, state) -> list[str]:
+        raise OSError(errno.ENOSPC, "No space left on device", "/opt/conda/pkgs/liba.conda")
+
+    result = backup(store, make_env("full"), env_name="full", pin=full)
+    assert result.created and result.snapshot.pins == []
+    assert store.get(result.snapshot.id) == result.snapshot  # the id covers the empty pins
+    assert len(warnings) == 1 and "without package pins: No space left on device" in warnings[0]
+    assert str(store.root / "packages") in warnings[0] and "/opt/conda/pkgs" not in warnings[0]
+
+
+def test_a_copy_that_fails_half_way_leaves_no_temp_file(tmp_path: Path, monkeypatch) -> None:
+    import errno
+    import shutil
+
+    from conda_safeguard import pins
+
+    src = tmp_path / "src.conda"
+    src.write_bytes(b"x" * 1000)
+    dst_dir = tmp_path / "packages"
+    dst_dir.mkdir()
+
+    def half(a: Path, b: Path) -> None:
+        Path(b).write_bytes(b"x" * 10)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pins.os, "link", lambda *a: (_ for _ in ()).throw(OSError(errno.EXDEV,
+                                                                                  "cross")))
+    monkeypatch.setattr(shutil, "copyfile", half)
+    with pytest.raises(OSError):
+        pins.link_or_copy(src, dst_dir / "p.conda")
+    assert list(dst_dir.iterdir()) == []

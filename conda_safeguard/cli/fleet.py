@@ -12,6 +12,7 @@ from .common import add_env_options, add_output_options, resolve_prefix, verb_pa
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from ..fingerprint import PackageSet
     from ..references import Reference
     from ..snapshot import EnvState, SnapshotInfo
     from .runtime import Runtime
@@ -51,11 +52,30 @@ def _prefix(rt: Runtime, args: argparse.Namespace) -> Path:
     return require_env(resolve_prefix(rt, args))
 
 
+def _package_set(rt: Runtime, prefix: Path) -> PackageSet:
+    """The env's package set, reusing the parsed records the last backup left in the store's
+    cache (read only here; a missing or damaged store or cache just means parsing them all)."""
+    import os
+
+    from ..exceptions import SafeguardError
+    from ..fingerprint import read_package_set
+    from ..store import prefix_key
+
+    cache = None
+    if os.path.isfile(rt.store_path / "config"):  # never create a store to read a cache
+        try:
+            cache = rt.store(create=False).read_cache(f"records-{prefix_key(prefix)}.json")
+        except SafeguardError:
+            cache = None
+    return read_package_set(prefix, cache or None)
+
+
 def cmd_fingerprint(rt: Runtime, args: argparse.Namespace) -> int:
     from ..fingerprint import fingerprint_doc, summary_lines
 
     prefix = _prefix(rt, args)
-    doc = fingerprint_doc(prefix, env_name=rt.locator.name_of(prefix), node=args.node)
+    doc = fingerprint_doc(prefix, env_name=rt.locator.name_of(prefix), node=args.node,
+                          packages=_package_set(rt, prefix))
     if rt.json:
         rt.emit_json(doc)
     else:
@@ -165,7 +185,7 @@ def _reference(rt: Runtime, ref: str, platform: str | None) -> Reference:
 
 
 def cmd_verify(rt: Runtime, args: argparse.Namespace) -> int:
-    from ..fingerprint import fingerprint_doc, read_package_set
+    from ..fingerprint import fingerprint_doc
     from ..fleet import compare_to_reference
     from ..verify import verify
 
@@ -182,7 +202,7 @@ def cmd_verify(rt: Runtime, args: argparse.Namespace) -> int:
             for line in report.details():
                 rt.out(f"  {line}")
         return 0 if same else 1
-    packages = read_package_set(prefix)
+    packages = _package_set(rt, prefix)
     ref = _reference(rt, args.against, packages.platform)
     cmp = compare_to_reference(packages, ref)
     files = verify(prefix, None, progress=rt.info) if args.files else None

@@ -1,4 +1,4 @@
-"""Verbs for many envs and machines: pack, unpack, schedule, retire."""
+"""Verbs for many envs and machines: pack, unpack, schedule, retire, kernels."""
 
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ examples:
     p.set_defaults(func=cmd_unpack)
     register_schedule(sub)
     register_retire(sub)
+    register_kernels(sub)
 
 
 def _env_prefix(rt: Runtime, args: argparse.Namespace) -> Path:
@@ -235,4 +236,41 @@ def cmd_retire(rt: Runtime, args: argparse.Namespace) -> int:
     if dry_run and going:
         rt.info("Nothing was removed. Run again with --yes to retire them (each is snapshotted "
                 "first; `conda-safeguard restore NAME` brings one back).")
+    return 0
+
+
+def register_kernels(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = verb_parser(sub, "kernels", "List Jupyter kernels and the conda env each one runs in.",
+                    """
+Kernelspecs that run in an env are kept in its snapshots; `restore` registers them again.
+A kernel whose env is gone fails to start in Jupyter: --missing lists only those.
+examples:
+  conda-safeguard kernels
+  conda-safeguard kernels --missing --json""")
+    p.add_argument("--missing", action="store_true", help="only kernels whose env is gone")
+    add_output_options(p)
+    p.set_defaults(func=cmd_kernels)
+
+
+def cmd_kernels(rt: Runtime, args: argparse.Namespace) -> int:
+    from ..kernels import kernel_dirs, kernel_report
+
+    rows = kernel_report(rt.locator.all_envs())
+    if args.missing:
+        rows = [r for r in rows if r["status"] == "env missing"]
+    if rt.json:
+        rt.emit_json(rows)
+        return 0
+    if not rows:
+        searched = ", ".join(str(d) for d in kernel_dirs())
+        rt.info(f"no {'kernels with a missing env' if args.missing else 'kernelspecs'} found "
+                f"(searched {searched})")
+        return 0
+    for r in rows:
+        where = r["env"] or r["executable"]
+        hint = "" if r["status"] != "env missing" else \
+            f"  (`conda-safeguard restore {r['env']}` brings the env back if it was snapshotted)"
+        rt.out(f"{r['name']:<24} {r['status']:<16} {where}{hint}")
+    missing = sum(r["status"] == "env missing" for r in rows)
+    rt.info(f"{len(rows)} kernels, {missing} with a missing env")
     return 0

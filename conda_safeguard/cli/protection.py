@@ -104,12 +104,18 @@ def cmd_freeze(rt: Runtime, args: argparse.Namespace) -> int:
     from ..fs import atomic_write
 
     prefix = _prefix(rt, args)
-    body = json.dumps({"message": args.message}).encode() if args.message else b""
+    message = args.message
+    if not message and rt.locator.root_prefix is not None and prefix == rt.locator.root_prefix:
+        from ..advice import BASE_FROZEN_MESSAGE
+
+        message = BASE_FROZEN_MESSAGE  # conda shows it when it refuses: say what to do instead
+    body = json.dumps({"message": message}).encode() if message else b""
     atomic_write(prefix / FROZEN_MARK, body, mode=0o644)
     if rt.json:
-        rt.emit_json({"prefix": str(prefix), "frozen": True, "message": args.message})
+        rt.emit_json({"prefix": str(prefix), "frozen": True, "message": message})
     else:
-        rt.out(f"{rt.locator.short_name(prefix)}: frozen (conda >= 25.5 refuses changes; "
+        rt.out(f"{rt.locator.short_name(prefix)}: frozen (conda >= 25.5 refuses changes; on "
+               "older conda the conda-safeguard plugin does; "
                f"`{_sg('unfreeze', '-p', prefix)}` undoes it)")
     return 0
 

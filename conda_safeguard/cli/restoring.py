@@ -176,11 +176,10 @@ def _confirm_replace(rt: Runtime, args: argparse.Namespace, plan: RestorePlan,
 
 def confirm_yn(question: str) -> bool:
     """Ask at the terminal; only 'y' or 'yes' agrees."""
-    try:
-        with open("/dev/tty", "r+", encoding="utf-8") as tty:
-            tty.write(question)
-            tty.flush()
-            answer = tty.readline()
+    try:  # unbuffered bytes: a text-mode "r+" open of a tty fails (it is not seekable)
+        with open("/dev/tty", "rb+", buffering=0) as tty:
+            tty.write(question.encode())
+            answer = tty.readline().decode(errors="replace")
     except OSError:
         return False
     return answer.strip().lower() in ("y", "yes")
@@ -335,10 +334,11 @@ def cmd_recover(rt: Runtime, args: argparse.Namespace) -> int:
     from ..transaction import TargetBusyError, lock_dir, recover
 
     only = resolve_prefix(rt, args, must_exist=False) if args.name or args.prefix else None
-    rows, code = [], 0
+    rows: list[dict[str, str]] = []
+    code = 0
     for p in pending_restores(rt, only):
         row = {"target": str(p.target), "snapshot": p.journal.snapshot,
-               "step": p.journal.phase, "kept_old": p.kept_old}
+               "step": p.journal.phase, "kept_old": p.kept_old or ""}
         try:
             row["outcome"] = recover(p.target, lock_dir(rt.store_path), rt.info) or "nothing"
         except TargetBusyError as e:
@@ -358,5 +358,7 @@ def cmd_recover(rt: Runtime, args: argparse.Namespace) -> int:
         rt.out(f"nothing to recover{f' at {only}' if only else ''}: no interrupted restore")
     for r in rows:
         rt.out(f"{r['target']}: {r['outcome']} (snapshot {r['snapshot'][:10]}, interrupted at "
-               f"step {r['step']})" + (f": {r['error']}" if r.get("error") else ""))
+               f"step {r['step']})")
+        if r.get("error"):
+            print(f"conda-safeguard: error: {r['error']}", file=sys.stderr)
     return code

@@ -3,6 +3,7 @@ files while linking, so the old env is moved aside and the new one built at the 
 data and env config still survive, a conda root is refused, and a restore killed mid-way is
 rolled back or finished by `recover`."""
 
+# ruff: noqa: F811  (the setup/own_channel fixtures are imported from the sibling module)
 from __future__ import annotations
 
 import os
