@@ -101,6 +101,24 @@ def test_fingerprint_is_stable_and_independent_of_place(env, capsys, tmp_path) -
     assert "4 conda packages" in out and "0 pip packages" in out
 
 
+def test_fingerprint_from_the_store_record_cache_is_the_same(env, capsys, fleet_channel,
+                                                            pkg_cache, monkeypatch) -> None:
+    from conda_safeguard import prefix as prefix_mod
+
+    prefix = env("cached")
+    cold = fingerprint_json(capsys, prefix, "n")["fingerprint"]
+    monkeypatch.setattr(prefix_mod, "RACY_NS", 0)  # cache records written a moment ago
+    assert run(capsys, "backup", "-p", prefix)[0] == 0
+    parsed = []
+    real = prefix_mod.read_record
+    monkeypatch.setattr(prefix_mod, "read_record", lambda p: parsed.append(p) or real(p))
+    assert fingerprint_json(capsys, prefix, "n")["fingerprint"] == cold
+    assert parsed == []  # every record came from the cache the backup left
+    install_env(prefix, fleet_channel, ["liba=2.0"], cache_dir=pkg_cache)
+    changed = fingerprint_json(capsys, prefix, "n")["fingerprint"]
+    assert changed != cold and [Path(p).name for p in parsed] == ["liba-2.0-0.json"]
+
+
 def test_fingerprint_changes_with_every_drift_kind(env, capsys, fleet_channel,
                                                    mirror_channel) -> None:
     base = read_package_set(env("base")).fingerprint()

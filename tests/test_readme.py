@@ -27,7 +27,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 #: First words that make a code-block line a command.
 PROGRAMS = frozenset({"conda", "conda-safeguard", "mamba", "micromamba", "python", "python3",
                       "eval", "srun", "pdsh", "clush", "bash", "zsh", "pip", "ansible-playbook",
-                      "mkdir", "cd", "export", "source", "cat", "ls", "git"})
+                      "mkdir", "cd", "export", "source", "cat", "ls", "git", "rattler-build"})
 
 #: Commands that cannot run in a test at all, with the reason (matched on the command's start).
 NOT_RUN = {
@@ -39,6 +39,11 @@ NOT_RUN = {
     "srun ": "needs a Slurm cluster",
     "pdsh ": "needs pdsh and ssh to cluster nodes",
     "clush ": "needs ClusterShell and ssh to cluster nodes",
+    "conda install -n base conda-safeguard":
+        "needs a channel that carries conda-safeguard; tests/conda/test_recipe.py installs the "
+        "package from a local channel",
+    "rattler-build build": "needs rattler-build (not on PyPI) and minutes of build time",
+    "conda install -n base -c ./build conda-safeguard": "needs the rattler-build output above",
     "conda remove -n myenv --all\n":
         "shown at a terminal: the prompt; test_readme_prompt_example_is_what_the_prompt_prints "
         "drives it in a pty",
@@ -326,7 +331,9 @@ def _shape(line: str) -> str:
 def test_readme_prompt_example_is_what_the_prompt_prints(make_env: Callable[..., Path],
                                                          standalone_root: Path) -> None:
     pexpect = pytest.importorskip("pexpect", reason="pexpect is a test dependency")
-    make_env("myenv")
+    prefix = make_env("myenv")
+    (prefix / "notes").mkdir()  # user data, so the prompt shows its "no package owns" line
+    (prefix / "notes" / "todo.txt").write_text("keep me\n")
     subprocess.run([sys.executable, "-m", "conda_safeguard", "backup", "-n", "myenv", "-q"],
                    check=True)
     child = pexpect.spawn(sys.executable, ["-m", "conda_safeguard", "guard", "--tool", "conda",
