@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.factory import LocalChannel, install_env
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 #: First words that make a code-block line a command.
@@ -136,6 +138,20 @@ def shown_commands(text: str) -> list[Shown]:
 
 # ---------------------------------------------------------------------------------------------
 # the world the README talks about
+
+
+@pytest.fixture
+def own_envs(conda_root: Path, channel: LocalChannel, tmp_path: Path) -> Callable[..., Path]:
+    """make_env with a package cache of this test's own: other tests may write into env files
+    hardlinked to the session's shared cache, and `verify --files` would rightly see that."""
+
+    def make(name: str, specs: tuple[str, ...] | list[str] = ("python", "liba=1.0", "libb"),
+             ) -> Path:
+        prefix = conda_root / "envs" / name
+        install_env(prefix, channel, list(specs), cache_dir=tmp_path / "pkgs")
+        return prefix
+
+    return make
 
 
 @dataclass
@@ -292,9 +308,9 @@ def test_the_parser_finds_commands_and_leaves_output_alone() -> None:
     assert shown_commands(playbook) == []
 
 
-def test_every_readme_command_runs(tmp_path: Path, make_env: Callable[..., Path],
+def test_every_readme_command_runs(tmp_path: Path, own_envs: Callable[..., Path],
                                    standalone_root: Path) -> None:
-    w = make_world(tmp_path, make_env)
+    w = make_world(tmp_path, own_envs)
     failures, ran, skipped = run_readme(w)
     assert not failures, "\n\n".join(failures)
     # A parser that found nothing would pass: the README has commands of our own to run.
@@ -383,9 +399,9 @@ def help_examples() -> list[tuple[str, str]]:
     return out
 
 
-def test_every_help_example_runs(tmp_path: Path, make_env: Callable[..., Path],
+def test_every_help_example_runs(tmp_path: Path, own_envs: Callable[..., Path],
                                  standalone_root: Path) -> None:
-    w = make_world(tmp_path, make_env, myenv_removed=True)
+    w = make_world(tmp_path, own_envs, myenv_removed=True)
     subs = placeholders(w)
     failures, ran = [], 0
     for verb, command in help_examples():
