@@ -235,6 +235,11 @@ def cmd_compare(rt: Runtime, args: argparse.Namespace) -> int:
     from ..references import ReferenceError
 
     sources = args.files or ["-"]
+    if "-" in sources and sys.stdin.isatty():
+        from ..exceptions import UsageError
+
+        raise UsageError("compare reads node documents from stdin, and stdin is a terminal: "
+                         "give the files (compare fp/*.json) or pipe them in.")
     nodes = []
     taken: set[str] = set()
     for source in sources:
