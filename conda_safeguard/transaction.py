@@ -151,17 +151,18 @@ def _now() -> str:
 def _atomic_swap(a: Path, b: Path) -> bool:
     """Swap two paths in one step: renameat2(RENAME_EXCHANGE) on Linux ≥ 3.15,
     renamex_np(RENAME_SWAP) on macOS ≥ 10.12. False when the system cannot."""
-    if sys.platform.startswith("linux"):
-        name, args = "renameat2", lambda: (-100, os.fsencode(a), -100, os.fsencode(b), 2)
-    elif sys.platform == "darwin":
-        name, args = "renamex_np", lambda: (os.fsencode(a), os.fsencode(b), 2)
+    args: tuple[object, ...]
+    if sys.platform.startswith("linux"):  # AT_FDCWD, RENAME_EXCHANGE
+        name, args = "renameat2", (-100, os.fsencode(a), -100, os.fsencode(b), 2)
+    elif sys.platform == "darwin":  # RENAME_SWAP
+        name, args = "renamex_np", (os.fsencode(a), os.fsencode(b), 2)
     else:
         return False
     try:
-        fn = getattr(ctypes.CDLL(None, use_errno=True), name)
+        fn: Callable[..., int] = getattr(ctypes.CDLL(None, use_errno=True), name)
     except (OSError, AttributeError):
         return False
-    if fn(*args()) == 0:
+    if fn(*args) == 0:
         return True
     err = ctypes.get_errno()
     if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
