@@ -49,7 +49,7 @@ FROZEN_MARK: Final = "conda-meta/frozen"
 
 #: conda's pre-command names we act on (`env remove` arrives as `remove`, `upgrade` as `update`).
 RUN_FOR: Final = frozenset({"install", "update", "remove", "create", "rename", "env_update",
-                             "env_vars"})
+                            "env_vars", "env_create", "env_remove"})  # env_*: conda < 26
 
 # Exit codes: a contract with the shell snippets (documented in the README).
 EXIT_OK: Final = 0

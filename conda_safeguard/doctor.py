@@ -1,4 +1,7 @@
-"""`conda doctor` health checks: envs with no snapshot, and the store's integrity."""
+"""`conda doctor` health checks: envs with no snapshot, and the store's integrity.
+
+With `safeguard_enabled: false` they print nothing and fix nothing: off means off.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +15,11 @@ BAD = "❌"
 
 
 def _runtime() -> Any:
-    from .hooks import runtime_from_context
+    """Our Runtime, or None when the plugin is switched off."""
+    from .hooks import runtime_from_context, settings_from_context
 
-    return runtime_from_context()
+    settings = settings_from_context()
+    return runtime_from_context(settings) if settings.enabled else None
 
 
 def envs_without_snapshot(rt: Any) -> list[Path]:
@@ -28,6 +33,8 @@ def envs_without_snapshot(rt: Any) -> list[Path]:
 
 def check_snapshots(prefix: str, verbose: bool) -> None:
     rt = _runtime()
+    if rt is None:
+        return
     missing = envs_without_snapshot(rt)
     here = Path(prefix) in missing
     mark = BAD if here else OK
@@ -43,6 +50,8 @@ def check_snapshots(prefix: str, verbose: bool) -> None:
 
 def fix_snapshots(prefix: str, args: Any, confirm: Any) -> int:
     rt = _runtime()
+    if rt is None:
+        return 0
     missing = envs_without_snapshot(rt)
     if not missing:
         print("Every environment has a snapshot.")
@@ -56,6 +65,8 @@ def fix_snapshots(prefix: str, args: Any, confirm: Any) -> int:
 
 def check_store(prefix: str, verbose: bool) -> None:
     rt = _runtime()
+    if rt is None:
+        return
     try:
         from .storecheck import check_store
 

@@ -555,15 +555,20 @@ def removes_every_package(prefix: Path, specs: tuple[str, ...], *, prune: bool =
 
 def revision_removes_packages(prefix: Path, revision: str | None) -> bool:
     """Would `install --revision N` remove packages present now? (as hooks.py decides it)"""
+    return bool(revision_removed_names(prefix, revision))
+
+
+def revision_removed_names(prefix: Path, revision: str | None) -> list[str]:
+    """The installed packages `install --revision N` would remove, sorted."""
     history = read_history(prefix)
     try:
         rev = int(revision or "")
     except ValueError:
-        return False  # the tool itself reports a bad revision and changes nothing
+        return []  # the tool itself reports a bad revision and changes nothing
     if not 0 <= rev < len(history):
-        return False
+        return []
     state: set[str] = set()
     for entry in history[:rev + 1]:  # conda's History.construct_states, up to revision N
         state = (state - set(entry.removed)) | set(entry.added)
     target_names = {dist.split("::")[-1].rsplit("-", 2)[0] for dist in state}
-    return bool({r.name for r in read_records(prefix)} - target_names)
+    return sorted({r.name for r in read_records(prefix)} - target_names)

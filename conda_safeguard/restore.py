@@ -80,7 +80,7 @@ class RestoreRefusedError(RestoreError):
 
 class RestoreFailedError(RestoreError):
     def __init__(self, target: Path, step: str, error: BaseException, replaced: bool,
-                 undone: str = "") -> None:
+                 undone: str = "", snapshot: str = "") -> None:
         what = f"{type(error).__name__}: {error}" if not isinstance(error, SafeguardError) \
             else str(error)
         back = "the env that was there is unchanged" if replaced else \
@@ -90,7 +90,9 @@ class RestoreFailedError(RestoreError):
 
         super().__init__(
             f"Restore into {target} failed while {step} ({what}). {done}. "
-            f"{fix_for(error, target.parent)} and run the same command again.")
+            f"{fix_for(error, target.parent)} and run the same command again"
+            + (f" (it restores snapshot {snapshot} again; by id: "
+               f"`{_sg('restore', snapshot, '-p', target)}`)." if snapshot else "."))
 
 
 class NothingToUndoError(RestoreError):
@@ -139,7 +141,11 @@ class RestorePlan:
 
     def describe(self) -> list[str]:
         info, c = self.info, self.source_counts()
-        method = {"explicit": "offline, no solve: an explicit list of package files",
+        downloads = sum(p.kind == "channel" and not p.record.url.startswith("file:")
+                        for p in self.packages)
+        network = f"needs network: {downloads} package files download from their channels" \
+            if downloads else "offline"
+        method = {"explicit": f"{network}, no solve: an explicit list of package files",
                   "solve": "solve from the snapshot's environment.yml (exact builds)",
                   "solve-no-builds": "solve from environment.yml without build strings"}
         where = ("an env: it is snapshotted, kept until the new one is complete and verified, "
@@ -481,11 +487,13 @@ def _replace(plan: RestorePlan, store: Store, say: Progress, before: str | None,
             settle(journal, say)
         except BaseException as again:
             raise RestoreFailedError(target, step, e, replaced=plan.replaces,
+                                     snapshot=plan.info.short_id,
                                      undone=f"rolling back failed too ({again}); run "
                                      f"`conda-safeguard recover -p {target}`") from e
         if not isinstance(e, Exception):
             raise
-        raise RestoreFailedError(target, step, e, replaced=plan.replaces) from e
+        raise RestoreFailedError(target, step, e, replaced=plan.replaces,
+                                 snapshot=plan.info.short_id) from e
 
 
 def undo_snapshot(store: Store, prefix: Path, current: EnvState) -> SnapshotInfo:

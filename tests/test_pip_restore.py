@@ -208,3 +208,44 @@ def test_an_env_whose_python_cannot_run_pip_says_so(world: World) -> None:
     assert r.code == 1
     assert "no usable python" in r.out and "plainpkg==1.5" in r.out
     assert "1 pip packages missing" in r.out
+
+
+LOGGING_PYTHON = (b'#!/bin/sh\n'  # an env's python that answers for pip and logs each install
+                  b'[ "$3" = "--version" ] && exit 0\n'
+                  b'echo "$@" >> "$(dirname "$0")/../../pip-calls.txt"\n')
+
+
+@pytest.mark.parametrize(("answer", "status", "ran"), [("n", 4, False), ("y", 1, True)])
+def test_at_a_terminal_pip_runs_only_after_a_yes(world: World, answer: str, status: int,
+                                                 ran: bool) -> None:
+    pexpect = pytest.importorskip("pexpect", reason="pexpect is a test dependency")
+    import os
+    import sys
+
+    from tests.factory import PYTHON_SITE_PACKAGES
+
+    world.channel.add("python", "3.11.9", files={f"{PYTHON_SITE_PACKAGES}/.keep": b"",
+                                                 "bin/python": LOGGING_PYTHON})
+    world.channel.index()
+    prefix = world.env("tty", ["python=3.11.9", "pip", "liba=1.0"])
+    add_pip_packages(prefix, [{"name": "gitpkg", "version": "0.3", "direct_url": GIT}])
+    world.run("backup", "-n", "tty")
+    snap = Store.open(world.store).resolve("tty").id
+    shutil.rmtree(prefix)
+
+    child = pexpect.spawn(sys.executable, ["-m", "conda_safeguard", "restore", snap],
+                          env=dict(os.environ), encoding="utf-8", timeout=120,
+                          dimensions=(40, 250))
+    child.expect(r"Run these 1 pip commands")
+    assert f"gitpkg @ git+{GIT['url']}@{COMMIT}" in child.before  # shown before the question
+    child.sendline(answer)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == status, child.before
+    log = world.root / "envs" / "pip-calls.txt"
+    if ran:  # (the logging python installs nothing, so verify then finds gitpkg missing)
+        assert calls(log) == ["-m pip install --no-deps --disable-pip-version-check -- "
+                              f"gitpkg @ git+{GIT['url']}@{COMMIT}"]
+    else:
+        assert "Aborted: nothing was changed" in child.before
+        assert not prefix.exists() and calls(log) == []
