@@ -231,7 +231,7 @@ class NodeReport:
 
     def table(self) -> list[str]:
         width = max(4, *(len(n.label) for n in self.nodes))
-        env_w = max(3, *(len(str(n.doc.get("env", ""))) for n in self.nodes))
+        env_w = max(3, *(len(printable(n.doc.get("env", ""))) for n in self.nodes))
         lines = [f"{'NODE':<{width}}  {'ENV':<{env_w}}  FINGERPRINT    CONDA   PIP  "
                  f"VS BASELINE"]
         for n in self.nodes:
@@ -243,7 +243,7 @@ class NodeReport:
                 shown = ", ".join(d.short() for d in diffs[:6])
                 status = f"DIFFERS: {shown}" + (f", … {len(diffs) - 6} more" if
                                                 len(diffs) > 6 else "")
-            lines.append(f"{n.label:<{width}}  {str(n.doc.get('env', '')):<{env_w}}  "
+            lines.append(f"{n.label:<{width}}  {printable(n.doc.get('env', '')):<{env_w}}  "
                          f"{n.fingerprint[:12]}  {len(pk.conda):>6} {len(pk.pip):>5}  {status}")
         return lines
 
@@ -273,12 +273,19 @@ def read_node_docs(text: str, source: str) -> list[dict[str, Any]]:
     return docs
 
 
+def printable(value: Any, limit: int = 60) -> str:
+    """A label from an untrusted document, safe to print in one table cell: no control
+    characters (a newline or an escape sequence could forge rows), no spaces, bounded."""
+    text = "".join(c if c.isprintable() and not c.isspace() else "?" for c in str(value))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def make_node(doc: dict[str, Any], source: str, taken: set[str]) -> Node:
     if doc.get("format") is None and isinstance(doc.get("node"), dict):
         doc = doc["node"]  # a `verify --json` document carries the node's fingerprint document
     check_node_doc(doc, source)
     ref = node_reference(doc, source)
-    label = str(doc.get("node") or doc.get("host") or source)
+    label = printable(doc.get("node") or doc.get("host") or source)
     if label in taken:  # nodes named alike (a shared hostname): tell them apart by source
         label = f"{label} ({source})"
     n = 2

@@ -25,6 +25,7 @@ from .prefix import canonical_channel
 _MAX_BYTES = 64 << 20  # a lockfile of 10,000 packages is ~5 MB; bigger is not a reference
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_PRINTABLE = re.compile(r"^[!-~]{1,500}$")  # visible ASCII: names, versions, URLs, hashes
 
 
 class ReferenceError(SafeguardError):  # noqa: A001 - ours, never the builtin (which is unused)
@@ -106,6 +107,11 @@ def node_reference(doc: dict[str, Any], source: str) -> Reference:
                for p in doc["pip"]]
     except (KeyError, TypeError) as e:
         raise ReferenceError(source, f"a package entry lacks {e}") from None
+    for p in (*conda, *pip):  # printed in reports: a newline in a name could forge lines
+        for value in (p.name, p.version, p.build, p.channel, p.sha256, p.md5, p.source):
+            if value is not None and not _PRINTABLE.match(value):
+                raise ReferenceError(source, f"package entry {p.name[:40]!r} holds "
+                                     f"{value[:40]!r}, which has spaces or control characters")
     label = f"{doc.get('node', '?')}:{doc.get('env', '?')} ({source})"
     return Reference(label, "fingerprint", PackageSet.of(conda, pip, _opt(doc.get("platform"))),
                      fingerprint=_opt(doc.get("fingerprint")))

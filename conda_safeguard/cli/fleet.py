@@ -211,9 +211,9 @@ def cmd_verify(rt: Runtime, args: argparse.Namespace) -> int:
     if rt.json:
         doc = fingerprint_doc(prefix, env_name=rt.locator.name_of(prefix), node=args.node,
                               packages=packages)
-        rt.emit_json({"same": same, "against": ref.label, "reference_kind": ref.kind,
-                      **cmp.to_dict(), "files": files.to_dict() if files else None,
-                      "node": doc})
+        # "same" last: the package comparison's own "same" does not know about --files
+        rt.emit_json({"against": ref.label, "reference_kind": ref.kind, **cmp.to_dict(),
+                      "files": files.to_dict() if files else None, "node": doc, "same": same})
         return 0 if same else 1
     rt.out(f"{rt.locator.name_of(prefix)} ({prefix}) against {ref.label}:")
     rt.out(f"  {cmp.verdict()}")
