@@ -257,3 +257,24 @@ def test_systems_without_an_atomic_swap_still_restore(
     assert r.code == 0, r.out + r.err
     assert package_set(prefix)["liba"][0] == "1.0"
     assert (prefix / "notes.txt").read_text() == "mine\n" and beside(prefix) == []
+
+
+def test_carry_over_never_gives_up_on_a_clash(tmp_path: Path) -> None:
+    from conda_safeguard.unowned import Unowned, carry_over
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    for rel, text in {"share/tool": "user file where the new env has a folder",
+                      "bin/tool/notes": "a folder where the new env has a file",
+                      "same.txt": "same"}.items():
+        (old / rel).parent.mkdir(parents=True, exist_ok=True)
+        (old / rel).write_text(text)
+    (new / "share/tool").mkdir(parents=True)
+    (new / "bin").mkdir()
+    (new / "bin/tool").write_text("#!/bin/sh\n")
+    (new / "same.txt").write_text("same")
+    found = Unowned(files=["bin/tool/notes", "same.txt", "share/tool"])
+    report = carry_over(old, new, found)
+    assert (new / "share/tool.safeguard-kept").read_text().startswith("user file")
+    assert (new / "bin/tool.safeguard-kept/notes").read_text().startswith("a folder")
+    assert (new / "bin/tool").read_text() == "#!/bin/sh\n"
+    assert report.files == 2 and sorted(report.kept) == ["bin/tool/notes", "share/tool"]
