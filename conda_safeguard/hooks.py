@@ -262,8 +262,8 @@ def _names_conda_cannot_find(prefix: Path, packages: tuple[str, ...]) -> bool:
         installed = {r.name for r in read_records(prefix)}
     except (CorruptEnvError, OSError):
         return False
-    names = [spec_name(p) for p in packages]
-    return any(not any(ch in n for ch in "*?[") and n not in installed for n in names)
+    exact = [spec_name(p) for p in packages if not any(ch in p for ch in "*?[")]  # no globs
+    return any(name not in installed for name in exact)
 
 
 def _command_line(command: str, args: Any, prefix: str) -> list[str]:
