@@ -215,10 +215,12 @@ def main() -> int:
     return 0
 
 
-def _loop(root: str, prefix: str, stop: Any) -> None:
+def _loop(root: str, prefix: str, stop: Any, count: Any) -> None:
     store = Store.open(Path(root))
     while not stop.is_set():
         backup(store, Path(prefix), env_name="big", reason="loop", force=True)
+        with count.get_lock():
+            count.value += 1
 
 
 def prune_under_load(store: Store, prefix: Path, loops: int, runs: int, timeout: float) -> None:
@@ -230,8 +232,8 @@ def prune_under_load(store: Store, prefix: Path, loops: int, runs: int, timeout:
     from conda_safeguard.retention import RetentionPolicy, prune
 
     ctx = multiprocessing.get_context("fork")
-    stop = ctx.Event()
-    procs = [ctx.Process(target=_loop, args=(str(store.root), str(prefix), stop))
+    stop, count = ctx.Event(), ctx.Value("i", 0)
+    procs = [ctx.Process(target=_loop, args=(str(store.root), str(prefix), stop, count))
              for _ in range(loops)]
     for p in procs:
         p.start()
@@ -241,10 +243,12 @@ def prune_under_load(store: Store, prefix: Path, loops: int, runs: int, timeout:
     timeouts = 0
     try:
         for _ in range(runs):
+            time.sleep(0.5)  # the loops back in full swing after the last prune
             t0 = time.perf_counter()
             with store.exclusive_lock():
                 gated.append(time.perf_counter() - t0)
             prune(store, RetentionPolicy(3, 0, 0))  # and a real prune, which must succeed
+            time.sleep(0.5)
             t0 = time.perf_counter()
             try:
                 with file_lock(store.root / "lock", exclusive=True, timeout=timeout, quiet=True):
@@ -257,7 +261,8 @@ def prune_under_load(store: Store, prefix: Path, loops: int, runs: int, timeout:
         for p in procs:
             p.join(60)
     n = len(store.snapshots())
-    print(f"prune under {loops} backup loops ({runs} runs, {n} snapshots at the end):")
+    print(f"prune under {loops} backup loops ({runs} runs; {count.value} backups meanwhile, "
+          f"{n} snapshots at the end):")
     print(f"  wait for the lock through the gate:   {median_ms(gated)}; worst "
           f"{max(gated) * 1000:.0f} ms")
     print(f"  without the gate (timeout {timeout:g}s): {median_ms(bare)}; worst "

@@ -20,6 +20,7 @@ from .exceptions import BackupError, SafeguardError
 from .kernels import kernel_stats
 from .prefix import RACY_NS, require_env, site_packages
 from .snapshot import EnvState, SnapshotInfo, capture, manifest_id, new_info
+from .redact import redact_argv, redact_url
 from .store import Store, prefix_key
 
 log = logging.getLogger(f"conda.{__name__}")
@@ -98,8 +99,10 @@ def backup(
     """
     prefix = Path(os.path.abspath(prefix))
     require_env(prefix)
-    argv = list(sys.argv) if argv is None else argv
-    configured = list(configured_channels or [])
+    # credentials never reach the store: a snapshot outlives the shell history it came from
+    argv = redact_argv(list(sys.argv) if argv is None else argv)
+    configured = [redact_url(c) for c in configured_channels or []]
+    reason = redact_url(reason)
     try:
         return _backup(store, prefix, env_name=env_name, reason=reason, argv=argv,
                        configured=configured, conda_version=conda_version, pin=pin, force=force)
@@ -130,7 +133,7 @@ def _backup(store: Store, prefix: Path, *, env_name: str, reason: str, argv: lis
         latest = store.latest_of(prefix)
         records_cache = store.read_cache(records_name)
         state = capture(prefix, records_cache)
-        channels = channels_for(state, configured, conda_version)
+        channels = [redact_url(c) for c in channels_for(state, configured, conda_version)]
         parts = store.state_parts(state)
         if (not force and latest is not None and latest.channels == channels
                 and latest.env_name == env_name

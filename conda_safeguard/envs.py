@@ -106,11 +106,12 @@ class EnvLocator:
         if prefix:
             return _norm(prefix)
         if name:
-            if os.sep in name:
+            if os.sep in name and (must_exist or is_env(_norm(name))):
                 return _norm(name)  # conda accepts a path given to -n
-            found = self.prefix_for_name(name)
+            found = self.prefix_for_name(name) if os.sep not in name else None
             if found is None:
                 if not must_exist:
+                    check_new_env_name(name)  # a new env goes in an envs folder, nowhere else
                     return self.default_prefix_for_new(name)
                 raise EnvNotFoundError(f"named {name!r}", [str(d) for d in self.envs_dirs])
             return found
@@ -146,3 +147,19 @@ class EnvLocator:
             if line.strip():
                 add(Path(line.strip()))
         return found
+
+
+#: conda's PREFIX_NAME_DISALLOWED_CHARS (conda/base/constants.py): a new env's name.
+NAME_DISALLOWED_CHARS = ("/", " ", ":", "#")
+
+
+def check_new_env_name(name: str) -> None:
+    """Refuse a name conda would refuse for a new env; `../x` or a newline would otherwise put
+    an env outside the envs folders, or under a name no shell can type."""
+    bad = [c for c in NAME_DISALLOWED_CHARS if c in name]
+    if bad or name in (".", "..") or any(ord(c) < 32 or c == "\x7f" for c in name) or \
+            os.sep in name or (os.altsep and os.altsep in name):
+        shown = ", ".join(repr(c) for c in bad) or "control characters or a path"
+        raise UsageError(f"Invalid environment name {name!r}: a new env's name cannot contain "
+                         f"{shown} (conda's rule: none of / space : #). Nothing was created; "
+                         "choose another name, or give a full path with -p.")

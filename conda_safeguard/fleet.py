@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .fingerprint import Package, PackageSet, norm_name
-from .references import Reference, ReferenceError, check_node_doc, node_reference
+from .references import BadReferenceError, Reference, check_node_doc, node_reference
 
 _FIELDS = ("version", "build", "channel", "sha256", "md5")
 
@@ -231,7 +231,7 @@ class NodeReport:
 
     def table(self) -> list[str]:
         width = max(4, *(len(n.label) for n in self.nodes))
-        env_w = max(3, *(len(str(n.doc.get("env", ""))) for n in self.nodes))
+        env_w = max(3, *(len(printable(n.doc.get("env", ""))) for n in self.nodes))
         lines = [f"{'NODE':<{width}}  {'ENV':<{env_w}}  FINGERPRINT    CONDA   PIP  "
                  f"VS BASELINE"]
         for n in self.nodes:
@@ -243,7 +243,7 @@ class NodeReport:
                 shown = ", ".join(d.short() for d in diffs[:6])
                 status = f"DIFFERS: {shown}" + (f", … {len(diffs) - 6} more" if
                                                 len(diffs) > 6 else "")
-            lines.append(f"{n.label:<{width}}  {str(n.doc.get('env', '')):<{env_w}}  "
+            lines.append(f"{n.label:<{width}}  {printable(n.doc.get('env', '')):<{env_w}}  "
                          f"{n.fingerprint[:12]}  {len(pk.conda):>6} {len(pk.pip):>5}  {status}")
         return lines
 
@@ -262,15 +262,22 @@ def read_node_docs(text: str, source: str) -> list[dict[str, Any]]:
         try:
             value, pos = decoder.raw_decode(text, pos)
         except ValueError as e:
-            raise ReferenceError(source, f"invalid JSON ({e})") from None
+            raise BadReferenceError(source, f"invalid JSON ({e})") from None
         items = value if isinstance(value, list) else [value]
         for item in items:
             if not isinstance(item, dict):
-                raise ReferenceError(source, "a JSON value is not an object")
+                raise BadReferenceError(source, "a JSON value is not an object")
             docs.append(item)
     if not docs:
-        raise ReferenceError(source, "it holds no JSON document")
+        raise BadReferenceError(source, "it holds no JSON document")
     return docs
+
+
+def printable(value: Any, limit: int = 60) -> str:
+    """A label from an untrusted document, safe to print in one table cell: no control
+    characters (a newline or an escape sequence could forge rows), no spaces, bounded."""
+    text = "".join(c if c.isprintable() and not c.isspace() else "?" for c in str(value))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def make_node(doc: dict[str, Any], source: str, taken: set[str]) -> Node:
@@ -278,7 +285,7 @@ def make_node(doc: dict[str, Any], source: str, taken: set[str]) -> Node:
         doc = doc["node"]  # a `verify --json` document carries the node's fingerprint document
     check_node_doc(doc, source)
     ref = node_reference(doc, source)
-    label = str(doc.get("node") or doc.get("host") or source)
+    label = printable(doc.get("node") or doc.get("host") or source)
     if label in taken:  # nodes named alike (a shared hostname): tell them apart by source
         label = f"{label} ({source})"
     n = 2
@@ -302,7 +309,7 @@ def compare_nodes(nodes: list[Node], baseline_node: str | None = None) -> NodeRe
     if baseline_node is not None:
         chosen = next((n for n in nodes if n.label == baseline_node), None)
         if chosen is None:
-            raise ReferenceError(f"--baseline {baseline_node}", "no node has that label "
+            raise BadReferenceError(f"--baseline {baseline_node}", "no node has that label "
                                  f"(labels: {', '.join(n.label for n in nodes)})")
         baseline, why = chosen.fingerprint, f"node {chosen.label}, as asked"
     else:

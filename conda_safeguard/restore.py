@@ -80,7 +80,7 @@ class RestoreRefusedError(RestoreError):
 
 class RestoreFailedError(RestoreError):
     def __init__(self, target: Path, step: str, error: BaseException, replaced: bool,
-                 undone: str = "") -> None:
+                 undone: str = "", snapshot: str = "") -> None:
         what = f"{type(error).__name__}: {error}" if not isinstance(error, SafeguardError) \
             else str(error)
         back = "the env that was there is unchanged" if replaced else \
@@ -90,7 +90,9 @@ class RestoreFailedError(RestoreError):
 
         super().__init__(
             f"Restore into {target} failed while {step} ({what}). {done}. "
-            f"{fix_for(error, target.parent)} and run the same command again.")
+            f"{fix_for(error, target.parent)} and run the same command again"
+            + (f" (it restores snapshot {snapshot} again; by id: "
+               f"`{_sg('restore', snapshot, '-p', target)}`)." if snapshot else "."))
 
 
 class NothingToUndoError(RestoreError):
@@ -485,11 +487,13 @@ def _replace(plan: RestorePlan, store: Store, say: Progress, before: str | None,
             settle(journal, say)
         except BaseException as again:
             raise RestoreFailedError(target, step, e, replaced=plan.replaces,
+                                     snapshot=plan.info.short_id,
                                      undone=f"rolling back failed too ({again}); run "
                                      f"`conda-safeguard recover -p {target}`") from e
         if not isinstance(e, Exception):
             raise
-        raise RestoreFailedError(target, step, e, replaced=plan.replaces) from e
+        raise RestoreFailedError(target, step, e, replaced=plan.replaces,
+                                 snapshot=plan.info.short_id) from e
 
 
 def undo_snapshot(store: Store, prefix: Path, current: EnvState) -> SnapshotInfo:

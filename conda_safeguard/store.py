@@ -49,7 +49,8 @@ from .exceptions import (
 from .fs import atomic_write, file_lock, pass_gate
 from .prefix import CondaRecord, PipDist
 from .snapshot import EnvState, SnapshotInfo, canonical_json, manifest_id
-from .storeperm import Modes, check_inner, check_tree, is_secret_name, make_dirs, read_file
+from .redact import is_secret_name
+from .storeperm import Modes, check_inner, check_tree, make_dirs, read_file
 from .suggest import plural
 from .suggest import safeguard as _sg
 

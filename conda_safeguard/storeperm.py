@@ -25,11 +25,6 @@ from .exceptions import StoreError
 
 #: The fixed parts of a store; objects/<fan>/ are checked as they are used.
 STORE_ENTRIES = ("config", "lock", "gate", "objects", "snapshots", "packages", "cache")
-#: Env var names that look like credentials: kept out of a team store unless allowed.
-SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "API_KEY", "APIKEY",
-                "PRIVATE_KEY", "ACCESS_KEY", "AUTH")
-
-
 class UnsafeStoreError(StoreError):
     def __init__(self, path: Path, why: str, fix: str) -> None:
         super().__init__(f"Refusing to use the snapshot store at {path}: {why}. Nothing was "
@@ -143,8 +138,3 @@ def owned_by_me(path: Path) -> bool:
         return os.lstat(path).st_uid == os.geteuid()
     except OSError:
         return False
-
-
-def is_secret_name(name: str) -> bool:
-    upper = name.upper()
-    return any(word in upper for word in SECRET_WORDS)

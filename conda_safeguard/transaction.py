@@ -148,17 +148,21 @@ def _now() -> str:
 # renames
 
 
-def _renameat2_exchange(a: Path, b: Path) -> bool:
-    """Swap two paths in one step (Linux ≥ 3.15). False when the system cannot."""
-    if not sys.platform.startswith("linux"):
+def _atomic_swap(a: Path, b: Path) -> bool:
+    """Swap two paths in one step: renameat2(RENAME_EXCHANGE) on Linux ≥ 3.15,
+    renamex_np(RENAME_SWAP) on macOS ≥ 10.12. False when the system cannot."""
+    args: tuple[object, ...]
+    if sys.platform.startswith("linux"):  # AT_FDCWD, RENAME_EXCHANGE
+        name, args = "renameat2", (-100, os.fsencode(a), -100, os.fsencode(b), 2)
+    elif sys.platform == "darwin":  # RENAME_SWAP
+        name, args = "renamex_np", (os.fsencode(a), os.fsencode(b), 2)
+    else:
         return False
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fn = libc.renameat2
+        fn: Callable[..., int] = getattr(ctypes.CDLL(None, use_errno=True), name)
     except (OSError, AttributeError):
         return False
-    at_fdcwd, rename_exchange = -100, 2
-    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+    if fn(*args) == 0:
         return True
     err = ctypes.get_errno()
     if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
@@ -166,11 +170,16 @@ def _renameat2_exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(a))
 
 
+def swap_path(target: Path) -> Path:
+    """Where the three-rename fallback parks one side (one per target: the lock is held)."""
+    return target.with_name(f".{target.name}.safeguard-swap")
+
+
 def exchange(a: Path, b: Path) -> None:
-    """Swap what `a` and `b` hold. Atomic where the kernel can; else three renames, with the
-    journal (written before) telling recover which of them happened."""
-    if not _renameat2_exchange(a, b):
-        tmp = a.with_name(f"{a.name}.safeguard-swap-{os.getpid()}")
+    """Swap what `a` (the target) and `b` hold. Atomic where the system can; else three
+    renames, and recover also looks for an env at swap_path(a)."""
+    if not _atomic_swap(a, b):
+        tmp = swap_path(a)
         os.rename(a, tmp)
         os.rename(b, a)
         os.rename(tmp, b)
@@ -351,7 +360,7 @@ def roll_back(j: Journal, say: Progress) -> str:
             remove_tree(target)
     else:
         old_at = _where(j, j.old_ino, j.target, j.old_path, j.new_path,
-                        str(Path(j.staging) / "prefix"))
+                        str(Path(j.staging) / "prefix"), str(swap_path(target)))
         if old_at is None:
             raise SafeguardError(
                 f"Cannot roll back the restore into {target}: the env that was there is in "
@@ -398,6 +407,9 @@ def settle(j: Journal, say: Progress) -> str:
 def _tidy(j: Journal) -> None:
     shutil.rmtree(j.staging, ignore_errors=True)
     target = Path(j.target)
+    parked = swap_path(target)
+    if j.new_ino is not None and _inode(parked) == j.new_ino:  # a fallback swap cut short
+        remove_tree(parked)
     with contextlib.suppress(FileNotFoundError):
         journal_path(target).unlink()
     fsync_dir(target.parent)

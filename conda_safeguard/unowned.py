@@ -222,6 +222,27 @@ def _place(src: Path, dest: Path) -> None:
         shutil.copy2(src, dest)
 
 
+def _kept_name(path: Path) -> Path:
+    candidate, n = path.with_name(path.name + KEPT_SUFFIX), 1
+    while os.path.lexists(candidate):
+        n += 1
+        candidate = path.with_name(f"{path.name}{KEPT_SUFFIX}-{n}")
+    return candidate
+
+
+def _free_path(new: Path, rel: str) -> tuple[Path, bool]:
+    """Where the old env's `rel` goes in the new env, and whether it clashed: at `rel`; beside
+    the new env's file as NAME.safeguard-kept; or, when one of its folders is a file (or a
+    link) in the new env, under that folder's name + .safeguard-kept."""
+    parts = Path(rel).parts
+    for i in range(1, len(parts)):
+        folder = new.joinpath(*parts[:i])
+        if os.path.lexists(folder) and (folder.is_symlink() or not folder.is_dir()):
+            return _kept_name(folder).joinpath(*parts[i:]), True
+    dest = new / rel
+    return (_kept_name(dest), True) if os.path.lexists(dest) else (dest, False)
+
+
 def carry_over(old: Path, new: Path, found: Unowned | None = None) -> CarryReport:
     """Put every file of `old` that no package owns into `new`. Raises (so the caller rolls
     back) rather than leave one behind: the old env is removed afterwards."""
@@ -230,18 +251,14 @@ def carry_over(old: Path, new: Path, found: Unowned | None = None) -> CarryRepor
     for rel in found.dirs:
         (new / rel).mkdir(parents=True, exist_ok=True)
     for rel in found.files:
-        src, dest = old / rel, new / rel
+        src = old / rel
         try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if os.path.lexists(dest):
-                if _same_file(src, dest):
-                    continue
-                dest = dest.with_name(dest.name + KEPT_SUFFIX)
-                n = 1
-                while os.path.lexists(dest):
-                    n += 1
-                    dest = dest.with_name(f"{(new / rel).name}{KEPT_SUFFIX}-{n}")
+            dest, clash = _free_path(new, rel)
+            if clash and _same_file(src, new / rel):
+                continue
+            if clash:
                 report.kept.append(rel)
+            dest.parent.mkdir(parents=True, exist_ok=True)
             _place(src, dest)
             report.files += 1
             report.size += os.lstat(src).st_size

@@ -101,6 +101,24 @@ def test_fingerprint_is_stable_and_independent_of_place(env, capsys, tmp_path) -
     assert "4 conda packages" in out and "0 pip packages" in out
 
 
+def test_fingerprint_from_the_store_record_cache_is_the_same(env, capsys, fleet_channel,
+                                                            pkg_cache, monkeypatch) -> None:
+    from conda_safeguard import prefix as prefix_mod
+
+    prefix = env("cached")
+    cold = fingerprint_json(capsys, prefix, "n")["fingerprint"]
+    monkeypatch.setattr(prefix_mod, "RACY_NS", 0)  # cache records written a moment ago
+    assert run(capsys, "backup", "-p", prefix)[0] == 0
+    parsed = []
+    real = prefix_mod.read_record
+    monkeypatch.setattr(prefix_mod, "read_record", lambda p: parsed.append(p) or real(p))
+    assert fingerprint_json(capsys, prefix, "n")["fingerprint"] == cold
+    assert parsed == []  # every record came from the cache the backup left
+    install_env(prefix, fleet_channel, ["liba=2.0"], cache_dir=pkg_cache)
+    changed = fingerprint_json(capsys, prefix, "n")["fingerprint"]
+    assert changed != cold and [Path(p).name for p in parsed] == ["liba-2.0-0.json"]
+
+
 def test_fingerprint_changes_with_every_drift_kind(env, capsys, fleet_channel,
                                                    mirror_channel) -> None:
     base = read_package_set(env("base")).fingerprint()
@@ -259,6 +277,8 @@ def write_conda_lock(prefix: Path, path: Path) -> Path:
     ('{"format": "conda-safeguard-fingerprint", "format_version": 1, "conda": [{}], "pip": []}',
      "a package entry lacks 'name'"),
     ("{not json", "invalid JSON"),
+    ('{"format": "conda-safeguard-fingerprint", "format_version": 1, "pip": [], '
+     '"conda": [{"name": "liba\\nforged row", "version": "1"}]}', "has spaces or control"),
     ("version: 2\npackage: []\nmetadata: {}\n", "conda-lock version 2; only version 1"),
     ("version: 1\npackage:\n- {platform: osx-arm64, name: a}\n",
      "it has no packages for linux-64 (it has: osx-arm64)"),
@@ -345,6 +365,30 @@ def run_stdin(capsys, text: str, *argv: str) -> tuple[int, str, str]:
         return run(capsys, *argv)
     finally:
         sys.stdin = old
+
+
+def test_compare_prints_untrusted_labels_on_one_line(env, capsys, tmp_path) -> None:
+    doc = fingerprint_json(capsys, env("a"), "gpu01")
+    (tmp_path / "a.json").write_text(json.dumps(doc))
+    (tmp_path / "b.json").write_text(json.dumps(dict(doc, node="gpu01")))  # a shared hostname
+    forged = dict(doc, node="x\ngpu99  ml  000000000000  same", env="ml\x1b[2J")
+    (tmp_path / "c.json").write_text(json.dumps(forged))
+    code, out, _ = run(capsys, "compare", *(tmp_path / f"{n}.json" for n in "abc"))
+    assert code == 0
+    rows = out.splitlines()[2:5]
+    assert [r.split()[0] for r in rows] == ["gpu01", "gpu01", "x?gpu99??ml??000000000000??same"]
+    assert rows[1].startswith(f"gpu01 ({tmp_path / 'b.json'})")  # two nodes named alike
+    assert "\x1b" not in out and len(out.splitlines()) == 6
+
+
+def test_verify_json_same_is_false_when_only_files_differ(env, capsys, tmp_path) -> None:
+    prefix = env("jf")
+    ref = tmp_path / "ref.json"
+    ref.write_text(json.dumps(fingerprint_json(capsys, prefix, "ref")))
+    (prefix / "share" / "liba" / "liba-1.0.txt").write_text("edited\n")
+    code, doc = verify_json(capsys, prefix, ref, "--files")
+    assert code == 1 and doc["same"] is False and doc["differences"] == []
+    assert doc["files"]["bad_files"] == ["liba: share/liba/liba-1.0.txt: sha256 differs"]
 
 
 def test_compare_reads_verify_json_and_refuses_edited_documents(env, capsys, tmp_path) -> None:

@@ -202,3 +202,22 @@ def test_a_conda_format_pin_unpacks_without_py_rattler(tmp_path: Path,
     assert (staging / "named" / built.name).stat().st_ino == pin.stat().st_ino  # a hardlink
     with pytest.raises(ValueError, match="not a package file name"):
         pins.named_link(pin, staging, "../evil.conda")
+
+
+def test_conda_format_pins_restore_offline_with_py_rattler(world: World) -> None:
+    """The py-rattler installer, conda's cache emptied and the channel gone: only the store's
+    pins (a `.conda` and a `.tar.bz2`) serve the restore."""
+    import shutil
+
+    world.channel.add("libd", "1.0", fmt=".conda")
+    world.channel.index()
+    prefix = world.env("fmt", ["python", "libd"])
+    assert {r.fn for r in read_records(prefix)} == {"libd-1.0-0.conda", "python-3.11.7-0.tar.bz2"}
+    assert world.run("backup", "-n", "fmt").code == 0
+    shutil.rmtree(prefix)
+    empty_cache(world.pkgs)
+    shutil.rmtree(world.channel.path)
+    r = world.run("restore", "fmt", "--offline", "--yes")
+    assert r.code == 0, r.out + r.err
+    assert "2 pinned in the store" in r.out
+    assert ": byte-identical\n  2 packages, 2 files compared" in r.out

@@ -160,3 +160,30 @@ def test_a_planted_journal_cannot_point_recover_elsewhere(world: World, tmp_path
     r = world.run("recover", "-p", prefix)
     assert r.code == 1 and "holds something this restore did not build" in r.err
     assert is_env(prefix)
+
+
+def test_killed_right_after_the_old_env_went_aside(world: World) -> None:
+    """conda builds at the path: the moment after the old env was swapped out for an empty
+    folder, the path holds no env. status says so, recover puts the old env back."""
+    from conda_safeguard.transaction import exchange, new_journal
+
+    prefix = world.env("aside")
+    (prefix / "mine.txt").write_text("mine\n")
+    before = package_set(prefix)
+    j = new_journal(prefix, in_place=True, replaces=True, snapshot="0" * 64, before=None)
+    j.save()
+    empty = Path(j.staging) / "prefix"
+    empty.mkdir(parents=True)
+    j.new_ino = empty.stat().st_ino
+    j.save()
+    exchange(prefix, empty)
+    os.rename(empty, j.old_path)  # as restore does; then the process is killed
+    assert not is_env(prefix)
+
+    r = world.run("status", "-p", prefix)
+    assert r.code == 0 and "INTERRUPTED RESTORE" in r.out, r.out + r.err
+    assert f"kept at {j.old_path}" in r.err
+    r = world.run("recover", "-p", prefix)
+    assert r.code == 0 and "rolled back" in r.out
+    assert package_set(prefix) == before and (prefix / "mine.txt").read_text() == "mine\n"
+    assert beside(prefix) == []

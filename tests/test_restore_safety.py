@@ -172,6 +172,7 @@ def test_retry_after_a_failed_restore_restores_the_asked_snapshot(
     monkeypatch.setenv("CONDA_EXE", failing_conda(tmp_path))
     r = world.run("restore", "retry", "--yes")
     assert r.code == 1 and "disk full" in r.err and "unchanged" in r.err
+    assert f"it restores snapshot {wanted[:10]} again" in r.err
     assert tree_hashes(prefix) == before and beside(prefix) == []
 
     monkeypatch.setenv("CONDA_SAFEGUARD_INSTALLER", "rattler")
@@ -241,3 +242,39 @@ def test_a_tampered_package_rolls_the_restore_back(world: World) -> None:
     assert "NOT restored" in r.out and "unchanged" in r.out
     assert "tool: bin/tool: sha256 differs" in r.out
     assert tree_hashes(prefix) == before and beside(prefix) == []
+
+
+def test_systems_without_an_atomic_swap_still_restore(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conda_safeguard import transaction
+
+    monkeypatch.setattr(transaction, "_atomic_swap", lambda a, b: False)  # e.g. old kernels
+    prefix = world.env("noswap", ["python", "liba=1.0"])
+    (prefix / "notes.txt").write_text("mine\n")
+    world.run("backup", "-n", "noswap")
+    install_env(prefix, world.channel, ["liba=2.0"], cache_dir=world.pkgs)
+    r = world.run("undo", "-n", "noswap", "--yes")
+    assert r.code == 0, r.out + r.err
+    assert package_set(prefix)["liba"][0] == "1.0"
+    assert (prefix / "notes.txt").read_text() == "mine\n" and beside(prefix) == []
+
+
+def test_carry_over_never_gives_up_on_a_clash(tmp_path: Path) -> None:
+    from conda_safeguard.unowned import Unowned, carry_over
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    for rel, text in {"share/tool": "user file where the new env has a folder",
+                      "bin/tool/notes": "a folder where the new env has a file",
+                      "same.txt": "same"}.items():
+        (old / rel).parent.mkdir(parents=True, exist_ok=True)
+        (old / rel).write_text(text)
+    (new / "share/tool").mkdir(parents=True)
+    (new / "bin").mkdir()
+    (new / "bin/tool").write_text("#!/bin/sh\n")
+    (new / "same.txt").write_text("same")
+    found = Unowned(files=["bin/tool/notes", "same.txt", "share/tool"])
+    report = carry_over(old, new, found)
+    assert (new / "share/tool.safeguard-kept").read_text().startswith("user file")
+    assert (new / "bin/tool.safeguard-kept/notes").read_text().startswith("a folder")
+    assert (new / "bin/tool").read_text() == "#!/bin/sh\n"
+    assert report.files == 2 and sorted(report.kept) == ["bin/tool/notes", "share/tool"]

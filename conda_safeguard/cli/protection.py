@@ -139,7 +139,15 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
     from ..prefix import read_frozen
 
     if args.env or args.name or args.prefix:
-        prefixes = [_prefix(rt, args)]
+        try:
+            prefixes = [_prefix(rt, args)]
+        except SafeguardError:  # killed mid-restore, the path may hold an unfinished env
+            from .restoring import pending_restores
+
+            path = resolve_prefix(rt, args, must_exist=False)
+            if not pending_restores(rt, path):
+                raise
+            prefixes = [path]
     else:
         prefixes = rt.locator.all_envs()
     store = None

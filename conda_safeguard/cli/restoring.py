@@ -37,7 +37,8 @@ examples:
   conda-safeguard restore myenv                 bring back a removed env by its old name
   conda-safeguard restore myenv@-1 --dry-run    show the plan for the snapshot before the latest
   conda-safeguard restore a1b2c3d4 -n myenv-copy  restore a snapshot under a new name
-  conda-safeguard restore myenv --offline --yes
+  CONDA_SAFEGUARD_ALLOW=myenv conda-safeguard restore myenv --offline --yes
+                                                in a script: replace a protected env
 Replacing an existing env snapshots it first; a protected env needs its name typed (or
 CONDA_SAFEGUARD_ALLOW=<name>). The tool: CONDA_SAFEGUARD_INSTALLER=conda|mamba|micromamba|rattler.
 {EXIT_NOTES}""")
@@ -52,7 +53,7 @@ taken before the last install/update/remove). The current state is snapshotted f
 can itself be undone. Works when those packages left the channel: they are pinned in the store.
 examples:
   conda-safeguard undo -n myenv --dry-run
-  conda-safeguard undo -n myenv --yes
+  CONDA_SAFEGUARD_ALLOW=myenv conda-safeguard undo -n myenv --yes
 {EXIT_NOTES}""")
     add_env_options(p)
     _add_restore_options(p)

@@ -53,6 +53,8 @@ examples:
     p.add_argument("--format", choices=SHOW_FORMATS, default="yml")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    p.add_argument("--redact", action="store_true",
+                   help="mask the values of env vars that look like credentials (to share it)")
     add_output_options(p)
     p.set_defaults(func=cmd_show)
 
@@ -101,15 +103,19 @@ def cmd_backup(rt: Runtime, args: argparse.Namespace) -> int:
     prefixes = rt.locator.all_envs() if args.all else [resolve_prefix(rt, args)]
     results = []
     failures = []
-    for prefix in prefixes:
-        try:
-            results.append(rt.backup(prefix, reason=args.reason, force=args.force))
-        except SafeguardError as e:
-            if not args.all or isinstance(e, StoreError):
-                raise  # a store that cannot be used fails every env alike: say it once
-            failures.append((prefix, str(e)))
-            # an error, not a routine line: -q never hides it
-            print(f"conda-safeguard: skipped {prefix}: {e}", file=sys.stderr)
+    with rt.progress("backing up envs", len(prefixes)) as bar:
+        for prefix in prefixes:
+            bar.advance(0, rt.locator.short_name(prefix))
+            try:
+                results.append(rt.backup(prefix, reason=args.reason, force=args.force))
+            except SafeguardError as e:
+                if not args.all or isinstance(e, StoreError):
+                    raise  # a store that cannot be used fails every env alike: say it once
+                failures.append((prefix, str(e)))
+                bar.close()
+                # an error, not a routine line: -q never hides it
+                print(f"conda-safeguard: skipped {prefix}: {e}", file=sys.stderr)
+            bar.advance()
     if args.all:
         from ..schedule import record_backup_all
 
@@ -179,7 +185,11 @@ def cmd_list(rt: Runtime, args: argparse.Namespace) -> int:
     present = pinned_names(store)  # one listing of packages/ for all snapshots
     offline = {s.id: offline_restorable(store, s, present) for s in snapshots}
     if rt.json:
-        rt.emit_json([{**s.to_dict(), "exists": os.path.isdir(s.prefix),
+        from ..redact import redact_argv, redact_url
+
+        rt.emit_json([{**s.to_dict(), "argv": redact_argv(s.argv),
+                       "channels": [redact_url(c) for c in s.channels],
+                       "exists": os.path.isdir(s.prefix),
                        "offline_restorable": offline[s.id]} for s in snapshots])
         return 0
     if not snapshots:
@@ -234,14 +244,16 @@ def cmd_show(rt: Runtime, args: argparse.Namespace) -> int:
     store = rt.store(create=False)
     info = store.resolve(args.snapshot)
     offline = offline_restorable(store, info)
-    text = render_snapshot(info, store.load_state(info), "json" if rt.json else args.format,
-                           offline=offline)
+    state = store.load_state(info)
+    info, state = redacted(info, state, variables=args.redact)
+    text = render_snapshot(info, state, "json" if rt.json else args.format, offline=offline)
     if args.output:
         out = Path(args.output)
         if out.exists() and not args.force:
             raise SafeguardError(f"Refusing to overwrite {out}: it exists. Pass --force, or "
                                  "choose another file.")
-        atomic_write(out, text.encode(), mode=0o644)
+        # private: it can hold env vars (tokens); a temp file that fails is removed
+        atomic_write(out, text.encode(), mode=0o600)
         # Said once, when a file is written; printing to stdout stays quiet (`list` shows it).
         rt.info(f"wrote {out}: snapshot {info.short_id} of {info.env_name} "
                 f"({info.created[:19]}Z), "
@@ -250,6 +262,21 @@ def cmd_show(rt: Runtime, args: argparse.Namespace) -> int:
     else:
         print(text, end="")
     return 0
+
+
+def redacted(info: SnapshotInfo, state: EnvState, *, variables: bool
+             ) -> tuple[SnapshotInfo, EnvState]:
+    """Credentials out of what is printed: always from URLs in argv and channels (snapshots
+    taken before backup redacted them), and with `variables` from env var values too."""
+    import dataclasses
+
+    from ..redact import redact_argv, redact_url, redact_variables
+
+    info = dataclasses.replace(info, argv=redact_argv(info.argv),
+                               channels=[redact_url(c) for c in info.channels])
+    if variables:
+        state = dataclasses.replace(state, variables=redact_variables(state.variables))
+    return info, state
 
 
 def cmd_check(rt: Runtime, args: argparse.Namespace) -> int:
@@ -268,8 +295,9 @@ def cmd_check(rt: Runtime, args: argparse.Namespace) -> int:
             done = repair_config(root)
             repaired += [done] if done else []
     # Store(), not Store.open(): check must run on a store whose config is damaged.
-    report = check_store(Store(root, lambda _: None,  # check reports damage itself
-                               shared=rt.settings.store_shared))
+    with rt.progress("checking the store") as bar:
+        report = check_store(Store(root, lambda _: None,  # check reports damage itself
+                                   shared=rt.settings.store_shared), tick=bar.advance)
     report.repaired = repaired
     if rt.json:
         rt.emit_json(report.to_dict())

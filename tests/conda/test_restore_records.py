@@ -7,7 +7,6 @@ conda-package-handling. The channel mixes `.conda` and `.tar.bz2` packages.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
