@@ -48,7 +48,8 @@ MEANINGS = {
     "--name": "name", "-n": "name", "--prefix": "prefix", "-p": "prefix",
     "--file": "file", "--revision": "revision",
     "--all": "all", "--yes": "yes", "-y": "yes", "--json": "json", "--dry-run": "dry_run",
-    "-d": "dry_run", "--force": "force", "--quiet": "quiet", "-q": "quiet",
+    "-d": "dry_run", "--force": "force", "--force-remove": "force", "--quiet": "quiet",
+    "-q": "quiet",
     "--no-plugins": "no_plugins",
 }
 #: `-f` is --file where it takes a value, --force where it is a flag (conda < 26 create).

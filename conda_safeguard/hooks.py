@@ -239,7 +239,8 @@ def targets_for(rt: Runtime, run_for_name: str, command: str, args: Any, context
         yes=yes,
         revision_removes_packages=bool(removed_by_revision),
         empties_env=command == "remove" and not getattr(args, "all", False)
-        and removes_every_package(prefix, packages, prune=not has_post_solve()),
+        and removes_every_package(prefix, packages, prune=not has_post_solve(),
+                                  force=bool(getattr(args, "force_remove", False))),
     )
     out = []
     for role, effect, why in effects:
@@ -256,13 +257,13 @@ def _names_conda_cannot_find(prefix: Path, packages: tuple[str, ...]) -> bool:
     """`remove` naming a package that is not installed: conda stops with its own
     PackagesNotFoundInPrefixError and removes nothing."""
     from .exceptions import CorruptEnvError
-    from .prefix import read_records, spec_name
+    from .prefix import read_records, spec_name_pattern
 
     try:
         installed = {r.name for r in read_records(prefix)}
     except (CorruptEnvError, OSError):
         return False
-    names = [spec_name(p) for p in packages]
+    names = [spec_name_pattern(p) for p in packages]  # globs kept: 'p*' is not a name
     return any(not any(ch in n for ch in "*?[") and n not in installed for n in names)
 
 

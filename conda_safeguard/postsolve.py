@@ -42,7 +42,8 @@ def post_solve(unlink_precs: Iterable[Any], link_precs: Iterable[Any]) -> None:
         return
     prefix = Path(context.target_prefix)
     specs = tuple(getattr(args, "package_names", None) or ())
-    if not is_env(prefix) or removes_every_package(prefix, specs, prune=False):
+    if not is_env(prefix) or removes_every_package(
+            prefix, specs, prune=False, force=bool(getattr(args, "force_remove", False))):
         return  # the pre-command already decided on this one (the names cover the env)
     try:
         installed = {r.name for r in read_records(prefix)}

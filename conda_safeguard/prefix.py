@@ -495,13 +495,15 @@ def _dep_names(record: CondaRecord) -> set[str]:
     return {spec_name(d) for d in record.depends}
 
 
-def packages_removed(records: list[CondaRecord], specs: tuple[str, ...]) -> set[str]:
+def packages_removed(records: list[CondaRecord], specs: tuple[str, ...], *,
+                     dependents: bool = True) -> set[str]:
     """The names `conda remove SPECS` takes out for certain: the packages the specs match
-    (conda matches glob names: `'*'`, `'p*'`) and everything that depends on them."""
+    (conda matches glob names: `'*'`, `'p*'`) and (unless --force-remove) everything that
+    depends on them."""
     patterns = [spec_name_pattern(s) for s in specs if s.strip()]
     removed = {r.name for r in records
                if any(fnmatch.fnmatchcase(r.name.lower(), pat) for pat in patterns)}
-    if not removed:
+    if not removed or not dependents:
         return removed  # nothing matches: conda refuses (PackagesNotFoundError)
     grew = True
     while grew:  # a package whose dependency goes goes too
@@ -537,19 +539,21 @@ def packages_left_after_remove(prefix: Path, specs: tuple[str, ...]) -> set[str]
     return keep
 
 
-def removes_every_package(prefix: Path, specs: tuple[str, ...], *, prune: bool = True) -> bool:
+def removes_every_package(prefix: Path, specs: tuple[str, ...], *, prune: bool = True,
+                          force: bool = False) -> bool:
     """`remove SPECS` leaves the env without a package: every package named or matched by a
-    glob, their dependents, and (`prune`) what conda prunes after them."""
+    glob, their dependents, and (`prune`) what conda prunes after them. With `force`
+    (--force-remove) conda removes only what the specs match."""
     if not specs or not is_env(prefix):
         return False
     try:
-        if prune:
+        if prune and not force:
             left = packages_left_after_remove(prefix, specs)
             return left is not None and not left
         records = read_records(prefix)
     except (CorruptEnvError, OSError):
         return True  # unreadable: assume the worst (it is only used to protect)
-    removed = packages_removed(records, specs)
+    removed = packages_removed(records, specs, dependents=not force)
     return bool(records) and removed >= {r.name for r in records}
 
 

@@ -141,7 +141,7 @@ def guard_targets(rt: Runtime, cmd: cmdline.ToolCommand) -> list[Target]:
         revision_removes_packages=cmd.command == "install_revision"
         and revision_removes_packages(target, cmd.revision),
         empties_env=cmd.command == "remove" and not cmd.all
-        and removes_every_package(target, cmd.positionals),
+        and removes_every_package(target, cmd.positionals, force=cmd.force),
     )
     return [make_target(rt, destination if role == "destination" and destination else target,
                         effect, why) for role, effect, why in effects]

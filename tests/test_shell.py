@@ -803,11 +803,14 @@ def test_bypass_spellings_are_refused(sh: Shell, make_env: Callable[..., Path],
 
 def test_remove_that_leaves_packages_runs(sh: Shell, make_env: Callable[..., Path]) -> None:
     make_env("work", ["python", "libb"])
+    make_env("lone", ["libb"])
     for argv in (["--no-plugins", "remove", "-n", "work", "liba", "-y"],  # python stays
-                 ["--no-plugins", "remove", "-n", "work", "nothere*", "-y"]):  # conda refuses
+                 ["--no-plugins", "remove", "-n", "work", "nothere*", "-y"],  # conda refuses
+                 # --force-remove: neither dependents nor pruning, liba stays
+                 ["--no-plugins", "remove", "-n", "lone", "libb", "--force-r", "-y"]):
         out = sh.tool("conda", *argv)
         assert out.returncode == 0, out.stderr
-    assert len(sh.calls("conda")) == 2
+    assert len(sh.calls("conda")) == 3
 
 
 def test_symlink_named_like_a_temp_env(sh: Shell, make_env: Callable[..., Path]) -> None:

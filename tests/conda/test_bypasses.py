@@ -64,6 +64,14 @@ def test_remove_that_keeps_something_still_runs(conda, make_env) -> None:
     assert sorted(read_prefix_records(keep)) == ["python"]
 
 
+def test_force_remove_takes_only_what_is_named(conda, make_env) -> None:
+    """--force-remove neither follows dependents nor prunes: liba stays, conda may run."""
+    keep = make_env("keep", ["libb"])
+    proc = conda("remove", "-n", "keep", "libb", "--force-remove", "-y", "--offline")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(read_prefix_records(keep)) == ["liba"]
+
+
 def test_remove_of_an_unprotected_env_that_empties_it_runs(conda, make_env) -> None:
     tmp = make_env("scratch-tmp", ["libb"])
     proc = conda("remove", "-n", "scratch-tmp", "libb", "-y", "--offline")

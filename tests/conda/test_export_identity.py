@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from conda_safeguard.condaversion import at_least
-
 from tests.conftest import cli_output
 from tests.factory import (
     LocalChannel,
@@ -30,10 +28,6 @@ def root(standalone_root: Path, conda_exe: list[str], monkeypatch: pytest.Monkey
     if conda_exe[1:2] != ["-m"]:
         monkeypatch.setenv("CONDA_EXE", conda_exe[0])
     return standalone_root
-
-
-def conda_version(run_conda) -> str:
-    return str(run_conda("--version").stdout.split()[-1])
 
 
 def snapshot_yml(capsys, prefix: Path, fmt: str = "yml") -> str:
@@ -65,7 +59,8 @@ def test_named_env_with_pip_and_vars(make_env, run_conda, capsys, channel) -> No
 
 
 def test_path_only_env_and_configured_channels(make_env, run_conda, capsys, tmp_path,
-                                               conda_condarc, channel, pkg_cache) -> None:
+                                               conda_condarc, channel, pkg_cache,
+                                               conda_version) -> None:
     from tests.factory import install_env
 
     prefix = tmp_path / "loose" / "env"
@@ -78,14 +73,14 @@ def test_path_only_env_and_configured_channels(make_env, run_conda, capsys, tmp_
     expected = run_conda("env", "export", "-p", prefix).stdout
     assert expected.startswith(f"name: {prefix}\n")  # not in an envs dir: the prefix is the name
     configured = "  - conda-forge\n  - https://conda.anaconda.org/bioconda\n"
-    if at_least(conda_version(run_conda), "25.11"):  # the packages' channels first
+    if conda_version >= (25, 11):  # the packages' channels first
         assert f"channels:\n  - {channel.url}\n{configured}" in expected
     else:  # configured ones kept in order, the packages' channel was among them already
         assert f"channels:\n{configured}  - {channel.url}\n" in expected
     assert snapshot_yml(capsys, prefix) == expected
 
 
-def test_no_channels_setting(make_env, run_conda, capsys, conda_condarc) -> None:
+def test_no_channels_setting(make_env, run_conda, capsys, conda_condarc, conda_version) -> None:
     """conda >= 24.9 configures no channels by default: nothing after the packages' channel."""
     prefix = make_env("nochan", ["liba=1.0"])
     settings = __import__("yaml").safe_load(conda_condarc.read_text())
@@ -93,7 +88,7 @@ def test_no_channels_setting(make_env, run_conda, capsys, conda_condarc) -> None
     write_condarc(conda_condarc, **settings)
     expected = run_conda("env", "export", "-p", prefix).stdout
     # conda < 25.9 adds `defaults` when none are configured (conda 23.x: only when unset)
-    assert ("  - defaults\n" in expected) != at_least(conda_version(run_conda), "25.9")
+    assert ("  - defaults\n" in expected) != (conda_version >= (25, 9))
     assert snapshot_yml(capsys, prefix) == expected
 
 

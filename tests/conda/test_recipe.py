@@ -221,13 +221,15 @@ def _root_python_facts(root: Path) -> dict[str, Any]:
 
 
 @pytest.fixture
-def fresh_root(conda_exe: list[str], tmp_path: Path) -> Path:
-    """A new conda root of the version under test, without this project in it."""
-    script = _make_root_script()
+def fresh_root(conda_under_test: Any, conda_exe: list[str], tmp_path: Path) -> Path:
+    """A new conda root of the version under test, without this project in it (the roots the
+    other tests share have it pip-installed)."""
+    wheel = getattr(conda_under_test, "wheel", None)
+    script = wheel.parent / "make-root.sh" if wheel is not None else _make_root_script()
     if script is None:
         pytest.skip("make-root.sh not found: set CONDA_SAFEGUARD_CONDA_WHEELS to the folder "
                     "holding it and the conda wheels")
-    version = _conda_version(conda_exe)
+    version = getattr(conda_under_test, "version", None) or _conda_version(conda_exe)
     root = tmp_path / f"root-{version}"
     proc = subprocess.run([str(script), version, str(root)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
