@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .exceptions import SafeguardError
 from .pins import url_path
 from .prefix import PipDist, read_pip_dists, read_records
 from .snapshot import EnvState
@@ -209,14 +210,14 @@ def _keepable(state: EnvState, current: Path) -> dict[str, PipStep]:
     with every file still as its RECORD says: carried over instead of reinstalled."""
     try:
         records = read_records(current)
-    except (OSError, ValueError):
+        have = {d.name: d for d in read_pip_dists(current, records)}
+    except (OSError, ValueError, SafeguardError):  # a damaged env: reinstall, carry nothing
         return {}
     old_python = next((r for r in records if r.name == "python"), None)
     new_python = state.package_map().get("python")
     if old_python is None or new_python is None or \
             (old_python.version, old_python.build) != (new_python.version, new_python.build):
         return {}
-    have = {d.name: d for d in read_pip_dists(current, records)}
     out = {}
     for d in state.pip:
         old = have.get(d.name)
