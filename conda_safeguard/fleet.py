@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .fingerprint import Package, PackageSet, norm_name
-from .references import Reference, ReferenceError, check_node_doc, node_reference
+from .references import BadReferenceError, Reference, check_node_doc, node_reference
 
 _FIELDS = ("version", "build", "channel", "sha256", "md5")
 
@@ -262,14 +262,14 @@ def read_node_docs(text: str, source: str) -> list[dict[str, Any]]:
         try:
             value, pos = decoder.raw_decode(text, pos)
         except ValueError as e:
-            raise ReferenceError(source, f"invalid JSON ({e})") from None
+            raise BadReferenceError(source, f"invalid JSON ({e})") from None
         items = value if isinstance(value, list) else [value]
         for item in items:
             if not isinstance(item, dict):
-                raise ReferenceError(source, "a JSON value is not an object")
+                raise BadReferenceError(source, "a JSON value is not an object")
             docs.append(item)
     if not docs:
-        raise ReferenceError(source, "it holds no JSON document")
+        raise BadReferenceError(source, "it holds no JSON document")
     return docs
 
 
@@ -309,7 +309,7 @@ def compare_nodes(nodes: list[Node], baseline_node: str | None = None) -> NodeRe
     if baseline_node is not None:
         chosen = next((n for n in nodes if n.label == baseline_node), None)
         if chosen is None:
-            raise ReferenceError(f"--baseline {baseline_node}", "no node has that label "
+            raise BadReferenceError(f"--baseline {baseline_node}", "no node has that label "
                                  f"(labels: {', '.join(n.label for n in nodes)})")
         baseline, why = chosen.fingerprint, f"node {chosen.label}, as asked"
     else:

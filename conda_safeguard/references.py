@@ -3,7 +3,7 @@
 Accepted: another node's `fingerprint --json` (or `verify --json`) document, an explicit lockfile
 (`@EXPLICIT`, as `conda list --explicit` writes it), a conda-lock v1 file, an environment.yml,
 or (decided by the caller) a snapshot in the store. Every file is untrusted input: anything we
-cannot read exactly raises ReferenceError with one line saying what and why, never a guess.
+cannot read exactly raises BadReferenceError with one line saying what and why, never a guess.
 
 Each source knows different things (an explicit file has no pip packages; an environment.yml
 written by hand pins no builds), so a Package leaves unknown fields None and `complete` says
@@ -28,7 +28,7 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _PRINTABLE = re.compile(r"^[!-~]{1,500}$")  # visible ASCII: names, versions, URLs, hashes
 
 
-class ReferenceError(SafeguardError):  # noqa: A001 - ours, never the builtin (which is unused)
+class BadReferenceError(SafeguardError):
     """A reference that cannot be read. Exit code 2, as for diff(1)'s trouble."""
 
     exit_code = 2
@@ -63,13 +63,13 @@ def load_file(path: Path, *, platform: str | None) -> Reference:
         with open(path, "rb") as f:
             data = f.read(_MAX_BYTES + 1)
     except OSError as e:
-        raise ReferenceError(source, e.strerror or str(e)) from None
+        raise BadReferenceError(source, e.strerror or str(e)) from None
     if len(data) > _MAX_BYTES:
-        raise ReferenceError(source, f"it is larger than {_MAX_BYTES >> 20} MB")
+        raise BadReferenceError(source, f"it is larger than {_MAX_BYTES >> 20} MB")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise ReferenceError(source, "it is not UTF-8 text") from None
+        raise BadReferenceError(source, "it is not UTF-8 text") from None
     stripped = text.lstrip()
     if stripped.startswith("{"):
         return node_reference(parse_json(text, source), source)
@@ -80,7 +80,7 @@ def load_file(path: Path, *, platform: str | None) -> Reference:
         return _conda_lock(doc, source, platform)
     if isinstance(doc, dict) and "dependencies" in doc:
         return _environment_yml(doc, source)
-    raise ReferenceError(source, "it is not a format we read (a fingerprint JSON, an @EXPLICIT "
+    raise BadReferenceError(source, "it is not a format we read (a fingerprint JSON, an @EXPLICIT "
                          "lockfile, a conda-lock v1 file or an environment.yml)")
 
 
@@ -88,9 +88,9 @@ def parse_json(text: str, source: str) -> dict[str, Any]:
     try:
         doc = json.loads(text)
     except ValueError as e:
-        raise ReferenceError(source, f"invalid JSON ({e})") from None
+        raise BadReferenceError(source, f"invalid JSON ({e})") from None
     if not isinstance(doc, dict):
-        raise ReferenceError(source, "the JSON is not an object")
+        raise BadReferenceError(source, "the JSON is not an object")
     return doc
 
 
@@ -106,11 +106,11 @@ def node_reference(doc: dict[str, Any], source: str) -> Reference:
         pip = [Package("pip", str(p["name"]), str(p["version"]), source=_opt(p.get("source")))
                for p in doc["pip"]]
     except (KeyError, TypeError) as e:
-        raise ReferenceError(source, f"a package entry lacks {e}") from None
+        raise BadReferenceError(source, f"a package entry lacks {e}") from None
     for p in (*conda, *pip):  # printed in reports: a newline in a name could forge lines
         for value in (p.name, p.version, p.build, p.channel, p.sha256, p.md5, p.source):
             if value is not None and not _PRINTABLE.match(value):
-                raise ReferenceError(source, f"package entry {p.name[:40]!r} holds "
+                raise BadReferenceError(source, f"package entry {p.name[:40]!r} holds "
                                      f"{value[:40]!r}, which has spaces or control characters")
     label = f"{doc.get('node', '?')}:{doc.get('env', '?')} ({source})"
     return Reference(label, "fingerprint", PackageSet.of(conda, pip, _opt(doc.get("platform"))),
@@ -119,17 +119,17 @@ def node_reference(doc: dict[str, Any], source: str) -> Reference:
 
 def check_node_doc(doc: dict[str, Any], source: str) -> None:
     if doc.get("format") != FORMAT:
-        raise ReferenceError(source, f"it is JSON but not a conda-safeguard fingerprint (no "
+        raise BadReferenceError(source, f"it is JSON but not a conda-safeguard fingerprint (no "
                              f"\"format\": \"{FORMAT}\")")
     version = doc.get("format_version")
     if not isinstance(version, int) or version < 1:
-        raise ReferenceError(source, f"format_version {version!r} is not a version")
+        raise BadReferenceError(source, f"format_version {version!r} is not a version")
     if version > FORMAT_VERSION:
-        raise ReferenceError(source, f"it was written by a newer conda-safeguard (format "
+        raise BadReferenceError(source, f"it was written by a newer conda-safeguard (format "
                              f"version {version}; this one reads up to {FORMAT_VERSION}): "
                              "upgrade conda-safeguard here")
     if not isinstance(doc.get("conda"), list) or not isinstance(doc.get("pip"), list):
-        raise ReferenceError(source, "its \"conda\" and \"pip\" package lists are missing")
+        raise BadReferenceError(source, "its \"conda\" and \"pip\" package lists are missing")
 
 
 def _opt(value: Any) -> str | None:
@@ -144,7 +144,7 @@ def _yaml(text: str, source: str) -> Any:
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         at = f" at line {where.line + 1}" if where is not None else ""
-        raise ReferenceError(source, f"invalid YAML{at}") from None
+        raise BadReferenceError(source, f"invalid YAML{at}") from None
 
 
 def _dist_from_url(url: str) -> tuple[str, str, str, str]:
@@ -177,7 +177,7 @@ def _explicit(text: str, source: str) -> Reference:
             started = True
             continue
         if not started:
-            raise ReferenceError(source, f"line {n} comes before @EXPLICIT")
+            raise BadReferenceError(source, f"line {n} comes before @EXPLICIT")
         url, _, fragment = line.partition("#")
         md5 = sha256 = None
         fragment = fragment.strip().lower()
@@ -188,18 +188,18 @@ def _explicit(text: str, source: str) -> Reference:
         elif _MD5.match(fragment):
             md5 = fragment
         elif fragment:
-            raise ReferenceError(source, f"line {n}: {fragment[:20]!r} is neither an md5 nor a "
+            raise BadReferenceError(source, f"line {n}: {fragment[:20]!r} is neither an md5 nor a "
                                  "sha256")
         if sha256 is not None and not _SHA256.match(sha256):
-            raise ReferenceError(source, f"line {n}: the sha256 is not 64 hex digits")
+            raise BadReferenceError(source, f"line {n}: the sha256 is not 64 hex digits")
         try:
             name, version, build, subdir = _dist_from_url(url.strip())
         except ValueError as e:
-            raise ReferenceError(source, f"line {n}: {e}") from None
+            raise BadReferenceError(source, f"line {n}: {e}") from None
         channel = canonical_channel(None, url.strip(), subdir)
         conda.append(Package("conda", name, version, build, channel, sha256, md5))
     if not started:
-        raise ReferenceError(source, "it has no @EXPLICIT line")
+        raise BadReferenceError(source, "it has no @EXPLICIT line")
     # explicit files list every conda package and never pip's (conda drops them silently)
     return Reference(f"explicit file {source}", "explicit", PackageSet.of(conda, [], platform),
                      complete=True, pip_known=False)
@@ -207,14 +207,14 @@ def _explicit(text: str, source: str) -> Reference:
 
 def _conda_lock(doc: dict[str, Any], source: str, platform: str | None) -> Reference:
     if doc.get("version") != 1:
-        raise ReferenceError(source, f"conda-lock version {doc.get('version')!r}; only "
+        raise BadReferenceError(source, f"conda-lock version {doc.get('version')!r}; only "
                              "version 1 is read")
     entries = doc.get("package")
     if not isinstance(entries, list):
-        raise ReferenceError(source, "its \"package\" entry is not a list")
+        raise BadReferenceError(source, "its \"package\" entry is not a list")
     platforms = sorted({str(e.get("platform")) for e in entries if isinstance(e, dict)})
     if platform is None or platform not in platforms:
-        raise ReferenceError(source, f"it has no packages for {platform} (it has: "
+        raise BadReferenceError(source, f"it has no packages for {platform} (it has: "
                              f"{', '.join(platforms) or 'none'})")
     conda, pip = [], []
     for i, e in enumerate(entries):
@@ -233,7 +233,7 @@ def _conda_lock(doc: dict[str, Any], source: str, platform: str | None) -> Refer
             else:
                 raise ValueError(f"manager {e.get('manager')!r} is not conda or pip")
         except (KeyError, ValueError, AttributeError) as err:
-            raise ReferenceError(source, f"package entry {i + 1}: {err}") from None
+            raise BadReferenceError(source, f"package entry {i + 1}: {err}") from None
     return Reference(f"conda-lock file {source} ({platform})", "conda-lock",
                      PackageSet.of(conda, pip, platform))
 
@@ -245,7 +245,7 @@ _YML_SPEC = re.compile(r"^(?:(?P<channel>[^:\s]+)::)?(?P<name>[A-Za-z0-9_.\-]+)"
 def _environment_yml(doc: dict[str, Any], source: str) -> Reference:
     deps = doc.get("dependencies")
     if not isinstance(deps, list):
-        raise ReferenceError(source, "\"dependencies\" is not a list")
+        raise BadReferenceError(source, "\"dependencies\" is not a list")
     conda, pip = [], []
     exact = True
     for dep in deps:
@@ -260,12 +260,12 @@ def _environment_yml(doc: dict[str, Any], source: str) -> Reference:
                         pip.append(Package("pip", norm_name(m.group(1))))
             continue
         if not isinstance(dep, str):
-            raise ReferenceError(source, f"dependency {dep!r} is not a string or a pip list")
+            raise BadReferenceError(source, f"dependency {dep!r} is not a string or a pip list")
         m = _YML_SPEC.match(dep.strip())
         if m is None:  # a range (numpy>=1.2): we can only check that it is there
             named = re.match(r"^(?:[^:\s]+::)?([A-Za-z0-9_.\-]+)", dep.strip())
             if named is None:
-                raise ReferenceError(source, f"dependency {dep!r} names no package")
+                raise BadReferenceError(source, f"dependency {dep!r} names no package")
             conda.append(Package("conda", named.group(1).lower()))
             exact = False
             continue

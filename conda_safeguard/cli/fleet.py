@@ -96,7 +96,8 @@ def register_checks(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = verb_parser(sub, "verify", "Check an env against a reference, or its files against its "
                     "records.", f"""
 REF: a snapshot (an id prefix, ENV, ENV@-1), an environment.yml, an explicit lockfile
-(`conda list --explicit`), a conda-lock v1 file, or another node's `fingerprint --json` file.
+(`conda list --explicit`), a conda-lock v1 file, or another node's `fingerprint --json` file
+(a REF that names an existing file is read as a file; the format is told from its content).
 Drift found: a different version/build/channel/hash, a package missing or extra, a pip package
 installed over a conda one (`pip install -U requests`); with --files (the default without
 --against), every file conda linked is re-hashed against the package's recorded sha256.
@@ -167,19 +168,19 @@ def _reference(rt: Runtime, ref: str, platform: str | None) -> Reference:
     import os
     from pathlib import Path
 
-    from ..references import ReferenceError, from_state, load_file
+    from ..references import BadReferenceError, from_state, load_file
 
     if os.path.isfile(ref):
         return load_file(Path(ref), platform=platform)
     if os.path.isdir(ref):
-        raise ReferenceError(ref, "it is a folder (to compare two envs use `diff ENV_A ENV_B`)")
+        raise BadReferenceError(ref, "it is a folder (to compare two envs use `diff ENV_A ENV_B`)")
     from ..exceptions import SafeguardError
 
     try:
         store = rt.store(create=False)
         info = store.resolve(ref)
     except SafeguardError as e:
-        raise ReferenceError(ref, f"it is not a file, and not a snapshot ({e})") from None
+        raise BadReferenceError(ref, f"it is not a file, and not a snapshot ({e})") from None
     return from_state(store.load_state(info), f"snapshot {info.short_id} of {info.env_name} "
                       f"({info.created[:19]}Z)")
 
@@ -232,7 +233,7 @@ def cmd_compare(rt: Runtime, args: argparse.Namespace) -> int:
     import sys
 
     from ..fleet import compare_nodes, make_node, read_node_docs
-    from ..references import ReferenceError
+    from ..references import BadReferenceError
 
     sources = args.files or ["-"]
     if "-" in sources and sys.stdin.isatty():
@@ -250,7 +251,7 @@ def cmd_compare(rt: Runtime, args: argparse.Namespace) -> int:
                 with open(source, encoding="utf-8") as f:
                     text = f.read()
             except (OSError, UnicodeDecodeError) as e:
-                raise ReferenceError(source, getattr(e, "strerror", None) or str(e)) from None
+                raise BadReferenceError(source, getattr(e, "strerror", None) or str(e)) from None
             name = source
         for doc in read_node_docs(text, name):
             nodes.append(make_node(doc, name, taken))
