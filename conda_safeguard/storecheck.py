@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -65,12 +66,14 @@ def config_problem(root: Path) -> str:
     return ""
 
 
-def check_store(store: Store) -> CheckReport:
+def check_store(store: Store, tick: Callable[[], None] | None = None) -> CheckReport:
     """Re-hash every object and package; verify every manifest; report what snapshots name but
-    the store lacks. Read-only."""
+    the store lacks. Read-only. `tick` is called per object and package hashed (progress)."""
+    tick = tick or (lambda: None)
     report = CheckReport(config=config_problem(store.root))
     present = set()
     for oid in store.iter_object_ids():
+        tick()
         report.objects += 1
         present.add(oid)
         if not store.object_intact(oid):
@@ -85,6 +88,7 @@ def check_store(store: Store) -> CheckReport:
         report.missing += [(info.id, oid) for oid in info.objects.values() if oid not in present]
         report.missing_pins += [(info.id, sha) for sha in info.pins if sha not in pins_present]
     for name in sorted(pins_present.values()):
+        tick()
         report.packages += 1
         if sha256_file(store.root / "packages" / name) != name.split(".", 1)[0]:
             report.corrupt.append(f"packages/{name}")

@@ -268,3 +268,56 @@ def test_list_cuts_long_reasons_at_a_word(capsys: pytest.CaptureFixture[str],
     assert run(capsys, "backup", "-n", "work", "--reason", "before replace it with new")[0] == 0
     code, out, _ = run(capsys, "list", "work")
     assert code == 0 and "before replace it…" in out and "replace it wit" not in out
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class _Terminal:
+    def __init__(self, tty: bool = True) -> None:
+        self.text, self.tty = "", tty
+
+    def write(self, text: str) -> None:
+        self.text += text
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_progress_draws_a_bar_on_a_terminal_and_erases_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from conda_safeguard import progress
+
+    monkeypatch.setattr(progress, "SHOW_AFTER", 0.0)
+    monkeypatch.setattr(progress, "REDRAWS_PER_SECOND", 10**9)
+    term = _Terminal()
+    with progress.Progress("backing up envs", 4, stream=term) as bar:  # type: ignore[arg-type]
+        bar.advance(2, "ml")
+        assert term.text.endswith("backing up envs [" + "#" * 15 + " " * 15 + "] 2/4 ml")
+    assert term.text.endswith("\r\x1b[K")  # the result that follows starts on a clean line
+
+
+@pytest.mark.parametrize("tty, enabled", [(False, True), (True, False)])
+def test_progress_is_silent_off_a_terminal_or_when_disabled(monkeypatch: pytest.MonkeyPatch,
+                                                            tty: bool, enabled: bool) -> None:
+    from conda_safeguard import progress
+
+    monkeypatch.setattr(progress, "SHOW_AFTER", 0.0)
+    term = _Terminal(tty)
+    with progress.Progress("x", 3, enabled=enabled, stream=term) as bar:  # type: ignore[arg-type]
+        bar.advance(3)
+    assert term.text == "" and bar.done == 3
+
+
+@pytest.mark.parametrize("flags, enabled", [((), True), (("json",), False), (("quiet",), False)])
+def test_runtime_progress_follows_json_and_quiet(flags: tuple[str, ...], enabled: bool,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from conda_safeguard.cli.runtime import Runtime
+
+    rt = Runtime.from_system()
+    for flag in flags:
+        setattr(rt, flag, True)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    assert rt.progress("x", 1).enabled is enabled

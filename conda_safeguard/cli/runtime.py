@@ -11,13 +11,16 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..backup import BackupResult, backup
 from ..condarc import Settings, load_settings
 from ..envs import EnvLocator
 from ..prefix import require_env
 from ..store import Store, default_store_path
+
+if TYPE_CHECKING:
+    from ..progress import Progress
 
 
 @dataclass
@@ -80,6 +83,12 @@ class Runtime:
     def info(self, text: str) -> None:
         if not self.quiet and not self.json:
             print(text, file=sys.stderr)
+
+    def progress(self, label: str, total: int | None = None) -> Progress:
+        """A progress line for long work: on a terminal, never under --json or --quiet."""
+        from ..progress import Progress
+
+        return Progress(label, total, enabled=not self.quiet and not self.json)
 
 
 def env_label(runtime: Runtime, prefix: str | Path) -> str:

@@ -103,15 +103,19 @@ def cmd_backup(rt: Runtime, args: argparse.Namespace) -> int:
     prefixes = rt.locator.all_envs() if args.all else [resolve_prefix(rt, args)]
     results = []
     failures = []
-    for prefix in prefixes:
-        try:
-            results.append(rt.backup(prefix, reason=args.reason, force=args.force))
-        except SafeguardError as e:
-            if not args.all or isinstance(e, StoreError):
-                raise  # a store that cannot be used fails every env alike: say it once
-            failures.append((prefix, str(e)))
-            # an error, not a routine line: -q never hides it
-            print(f"conda-safeguard: skipped {prefix}: {e}", file=sys.stderr)
+    with rt.progress("backing up envs", len(prefixes)) as bar:
+        for prefix in prefixes:
+            bar.advance(0, rt.locator.short_name(prefix))
+            try:
+                results.append(rt.backup(prefix, reason=args.reason, force=args.force))
+            except SafeguardError as e:
+                if not args.all or isinstance(e, StoreError):
+                    raise  # a store that cannot be used fails every env alike: say it once
+                failures.append((prefix, str(e)))
+                bar.close()
+                # an error, not a routine line: -q never hides it
+                print(f"conda-safeguard: skipped {prefix}: {e}", file=sys.stderr)
+            bar.advance()
     if args.all:
         from ..schedule import record_backup_all
 
@@ -291,8 +295,9 @@ def cmd_check(rt: Runtime, args: argparse.Namespace) -> int:
             done = repair_config(root)
             repaired += [done] if done else []
     # Store(), not Store.open(): check must run on a store whose config is damaged.
-    report = check_store(Store(root, lambda _: None,  # check reports damage itself
-                               shared=rt.settings.store_shared))
+    with rt.progress("checking the store") as bar:
+        report = check_store(Store(root, lambda _: None,  # check reports damage itself
+                                   shared=rt.settings.store_shared), tick=bar.advance)
     report.repaired = repaired
     if rt.json:
         rt.emit_json(report.to_dict())
