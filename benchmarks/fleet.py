@@ -10,6 +10,9 @@ tests/factory.big_channel, installed with py-rattler, plus 5 pip dists), built o
   median), and the `conda-safeguard fingerprint` subprocess.
 - verify: `conda-safeguard verify --against explicit.txt` next to what a user runs by hand,
   `conda list --explicit --md5` into a file and `diff` (needs CONDA_SAFEGUARD_TEST_CONDA).
+- backup-all: `backup --all -q` (the scheduled job) over 50 unchanged envs (target <= 2 s).
+- pack: pack vs plain conda-pack on the big env (target <= 1.1x), unpack vs tar -x +
+  conda-unpack; gzip and zstd.
 Real conda is named by CONDA_SAFEGUARD_TEST_CONDA=/path/to/conda; without it those lines say so.
 """
 
@@ -215,6 +218,90 @@ def bench_verify(b: Bench) -> None:
     print(f"  ratio by hand / verify subprocess:          "
           f"{statistics.median(hand) / statistics.median(sub):6.1f}x  (and verify also compares "
           "pip packages and names what differs)")
+
+
+@section("backup-all")
+def bench_backup_all(b: Bench) -> None:
+    """`backup --all -q` as the schedule runs it, over 50 envs that have not changed since
+    their last snapshot (the common nightly case): target <= 2 s."""
+    n_envs = 50
+    specs = ["python", *[f"big{i:04d}" for i in range(min(30, b.args.packages))]]
+    t = time.perf_counter()
+    prefixes = []
+    for i in range(n_envs):
+        prefix = b.work / "envs" / f"team-env-{i:02d}"
+        install_env(prefix, b.channel(), specs, cache_dir=b.work / "rattler-pkgs")
+        prefixes.append(prefix)
+    print(f"({n_envs} envs of {len(specs)} packages installed in {time.perf_counter() - t:.1f}s)")
+    for prefix in prefixes:
+        settle(prefix)
+    cli = b.ours("backup", "--all", "-q", "--reason", "bench")
+    first = timed(lambda: b.run(cli))
+    print(f"first `backup --all` (snapshots every env):    {first * 1000:8.1f} ms")
+    b.run(cli)
+    runs = [timed(lambda: b.run(cli)) for _ in range(9)]
+    out = b.run(cli)
+    assert out == "", out  # -q: nothing when all is well
+    print(f"`backup --all -q`, {n_envs} unchanged envs:        {median_ms(runs)}   target <= 2 s")
+    bare = [timed(lambda: b.run([sys.executable, "-c", "pass"])) for _ in range(5)]
+    print(f"  of which a bare `python -c pass`:           {median_ms(bare)}")
+
+
+@section("pack")
+def bench_pack(b: Bench) -> None:
+    """pack (conda-pack + manifest of every file) vs plain conda-pack on the same env, and
+    unpack (verify every file, relocate) vs `tar -x` + conda-unpack. Interleaved runs."""
+    import shutil
+    from functools import partial
+
+    import conda_pack
+
+    from conda_safeguard.pack import pack
+    from conda_safeguard.unpack import unpack
+
+    prefix = b.big_env()
+    runs = max(3, min(7, b.runs // 4))
+    for compression, fmt in (("gz", "tar.gz"), ("zst", "tar.zst")):
+        plain_out = b.work / f"plain.{fmt}"
+        ours_out = b.work / f"ours-{compression}.cspack"
+        plain, ours = [], []
+        run_plain = partial(conda_pack.pack, prefix=str(prefix), output=str(plain_out),
+                            format=fmt, force=True)
+        run_ours = partial(pack, prefix, ours_out, env_name="big", compression=compression,
+                           force=True)
+        for _ in range(runs):
+            plain.append(timed(run_plain))
+            ours.append(timed(run_ours))
+        ratio = statistics.median(ours) / statistics.median(plain)
+        print(f"[{compression}] conda-pack alone:                {median_ms(plain)}")
+        print(f"[{compression}] pack (conda-pack + manifest):    {median_ms(ours)}")
+        print(f"[{compression}]   ratio pack / conda-pack:       {ratio:6.2f}x   target <= 1.1x")
+        print(f"[{compression}]   sizes: {plain_out.stat().st_size} / {ours_out.stat().st_size} "
+              "bytes")
+
+        def plain_unpack(i: int, compression: str = compression,
+                         plain_out: Path = plain_out) -> None:
+            dest = b.work / f"plain-unpacked-{compression}-{i}"
+            dest.mkdir()
+            if compression == "gz":
+                b.run(["tar", "-xzf", str(plain_out), "-C", str(dest)])
+            else:
+                b.run(["sh", "-c", f"{sys.executable} -c 'import sys, zstandard; "
+                       f"zstandard.ZstdDecompressor().copy_stream(sys.stdin.buffer, "
+                       f"sys.stdout.buffer)' < {plain_out} | tar -xf - -C {dest}"])
+            b.run([sys.executable, str(dest / "bin" / "conda-unpack")])
+
+        plain_u, ours_u = [], []
+        for i in range(runs):
+            plain_u.append(timed(partial(plain_unpack, i)))
+            ours_u.append(timed(partial(unpack, ours_out,
+                                        b.work / f"ours-unpacked-{compression}-{i}")))
+        ratio = statistics.median(ours_u) / statistics.median(plain_u)
+        print(f"[{compression}] tar -x + conda-unpack:           {median_ms(plain_u)}")
+        print(f"[{compression}] unpack (verify every file):      {median_ms(ours_u)}")
+        print(f"[{compression}]   ratio unpack / tar+conda-unpack: {ratio:6.2f}x")
+        for d in b.work.glob("*-unpacked-*"):
+            shutil.rmtree(d)
 
 
 # ------------------------------------------------------------------------------------- main

@@ -9,6 +9,8 @@ appears only when complete: it is written to a temp file beside it and renamed.
 from __future__ import annotations
 
 import contextlib
+import gzip
+import hashlib
 import io
 import json
 import os
@@ -16,19 +18,19 @@ import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from . import __version__
 from .exceptions import SafeguardError
 from .fs import fsync_dir
 from .packformat import (
+    CHUNK,
     COMPRESSIONS,
     MANIFEST_NAME,
     PACK_FORMAT,
     PACK_VERSION,
     SIGNATURE_NAME,
-    member_entry,
-    open_payload_stream,
+    hash_and_compress_tar,
 )
 from .prefix import require_env
 from .snapshot import EnvState, capture
@@ -93,13 +95,18 @@ def pack(prefix: Path, output: Path, *, env_name: str, compression: str | None =
             f"Cannot pack {env_name}: editable pip packages ({', '.join(editable)}) live in "
             "source folders outside the env, and conda-pack cannot carry them. Reinstall them "
             "non-editable (`pip install --no-editable PATH`) or uninstall them, then pack again.")
-    payload_name, conda_pack_format = COMPRESSIONS[compression]
+    payload_name, _ = COMPRESSIONS[compression]
     stamp = f"{os.getpid()}.{time.monotonic_ns()}"
+    plain_tar = output.parent / f".{output.name}.tar-{stamp}"
     inner = output.parent / f".{output.name}.payload-{stamp}"
     outer = output.parent / f".{output.name}.tmp-{stamp}"
     try:
-        _conda_pack(prefix, inner, conda_pack_format, level, threads)
-        files, total, payload = _hash_payload(inner, compression)
+        # conda-pack chooses the files, rewrites what must be rewritten and writes the tar;
+        # compressing it here hashes every member in the same pass (one read, no decompress).
+        _conda_pack(prefix, plain_tar, "tar", level, threads)
+        files, total, payload = _compress_and_hash(plain_tar, inner, compression, level,
+                                                   threads)
+        plain_tar.unlink()
         manifest = {
             "format": PACK_FORMAT, "version": PACK_VERSION,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -109,7 +116,7 @@ def pack(prefix: Path, output: Path, *, env_name: str, compression: str | None =
             "files": files,
             "snapshot": snapshot_document(state),
         }
-        manifest_bytes = json.dumps(manifest, indent=1, sort_keys=True).encode()
+        manifest_bytes = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
         signature = None
         if sign_key is not None:
             from .signing import sign
@@ -119,7 +126,7 @@ def pack(prefix: Path, output: Path, *, env_name: str, compression: str | None =
         os.replace(outer, output)
         fsync_dir(output.parent)
     finally:
-        for leftover in (inner, outer):
+        for leftover in (plain_tar, inner, outer):
             with contextlib.suppress(FileNotFoundError):
                 leftover.unlink()
     return PackResult(output=output, files=len(files), bytes=total,
@@ -142,19 +149,41 @@ def _conda_pack(prefix: Path, inner: Path, fmt: str, level: int, threads: int) -
             from None
 
 
-def _hash_payload(inner: Path, compression: str
-                  ) -> tuple[dict[str, dict[str, Any]], int, dict[str, Any]]:
-    """sha256 of every member as conda-pack stored it, and of the compressed payload."""
-    files: dict[str, dict[str, Any]] = {}
-    total = 0
-    with open(inner, "rb") as raw, open_payload_stream(raw, compression) as (tar, reader):
-        for member in tar:
-            entry = member_entry(tar, member)
-            files[member.name] = entry
-            total += entry.get("size", 0)
-        while reader.read(1 << 20):  # bytes after the tar's end blocks count too
-            pass
-    return files, total, {"sha256": reader.sha256.hexdigest(), "size": reader.size}
+class _HashingWriter(io.RawIOBase):
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw, self.sha256, self.size = raw, hashlib.sha256(), 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.sha256.update(data)
+        self.raw.write(data)
+        n = len(data)
+        self.size += n
+        return n
+
+
+def _compress_and_hash(plain_tar: Path, inner: Path, compression: str, level: int,
+                       threads: int) -> tuple[dict[str, dict[str, Any]], int, dict[str, Any]]:
+    """Compress conda-pack's tar into `inner`; sha256 of every member and of the result."""
+    fd = os.open(inner, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with open(plain_tar, "rb", buffering=CHUNK) as src, os.fdopen(fd, "wb") as raw:
+        hashed = _HashingWriter(raw)
+        compressor: Any
+        if compression == "zst":
+            import zstandard
+
+            # with a content checksum: zstd can then name corruption itself
+            compressor = zstandard.ZstdCompressor(
+                level=level, threads=threads, write_checksum=True).stream_writer(
+                hashed, closefd=False)
+        else:
+            compressor = gzip.GzipFile(fileobj=hashed, mode="wb", compresslevel=level, mtime=0)
+        with compressor:
+            files, total = hash_and_compress_tar(src, compressor)
+        raw.flush()
+    return files, total, {"sha256": hashed.sha256.hexdigest(), "size": hashed.size}
 
 
 def _write_outer(outer: Path, manifest: bytes, signature: bytes | None, inner: Path,

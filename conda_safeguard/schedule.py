@@ -206,6 +206,8 @@ def installed(backend: str) -> tuple[str, str | None]:
     """(backend, what is installed: the timer's calendar or the crontab line; None if not)."""
     backend = choose_backend(backend)
     if backend == "cron":
+        if shutil.which("crontab") is None:
+            return backend, None  # nothing can be installed where there is no crontab
         line = next((ln for ln in _crontab_lines() if ln.endswith(CRON_MARKER)), None)
         return backend, line
     timer = _read(unit_dir() / f"{UNIT}.timer")

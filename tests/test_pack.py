@@ -254,3 +254,34 @@ def test_cli_pack_unpack_report_counts(env: Path, tmp_path: Path, capsys,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "it exists" in err
     assert main(["unpack", str(archive)]) == 1
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
+def test_pack_tar_walker_agrees_with_tarfile(tmp_path: Path, fmt: int) -> None:
+    """pack hashes members with its own one-pass walker; unpack checks them with tarfile."""
+    from conda_safeguard.packformat import hash_and_compress_tar, member_entry
+
+    src = tmp_path / "src"
+    deep = src / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    (deep / "long-named-file.txt").write_bytes(b"x" * 1500)
+    (src / "empty").write_bytes(b"")
+    (src / "exact").write_bytes(b"y" * 512)
+    (src / "script").write_text("#!/bin/sh\n")
+    (src / "script").chmod(0o755)
+    os.symlink("script", src / "link")
+    os.link(src / "exact", src / "hard")
+    plain = tmp_path / "plain.tar"
+    with tarfile.open(plain, "w", format=fmt) as tar:
+        for rel in ["empty", "exact", "hard", "script", "link", "d" * 60,
+                    f"{'d' * 60}/{'e' * 60}", f"{'d' * 60}/{'e' * 60}/long-named-file.txt"]:
+            tar.add(src / rel, arcname=rel, recursive=False)
+    copy = io.BytesIO()
+    with open(plain, "rb") as f:
+        walked, total = hash_and_compress_tar(f, copy)
+    assert copy.getvalue() == plain.read_bytes()  # copied byte for byte
+    with tarfile.open(plain) as tar:
+        expected = {m.name: member_entry(tar, m) for m in tar}
+    assert walked == expected
+    assert walked["hard"]["type"] == "hardlink" and walked["link"]["type"] == "symlink"
+    assert total == 1500 + 512 + len("#!/bin/sh\n")

@@ -46,6 +46,14 @@ NOT_RUN = {
         "package from a local channel",
     "rattler-build build": "needs rattler-build (not on PyPI) and minutes of build time",
     "conda install -n base -c ./build conda-safeguard": "needs the rattler-build output above",
+    "conda-safeguard pack -n ml -o ml.cspack --force --sign-key":
+        "needs the reader's ssh signing key (tests/test_pack.py signs with a generated one)",
+    "conda-safeguard unpack ml.cspack -n ml-node2 --allowed-signers":
+        "needs a signed archive and the reader's allowed_signers file (tests/test_pack.py)",
+    "conda-safeguard schedule install --at":
+        "installs a crontab entry or systemd timer for the real user (crontab and systemd are "
+        "per user, not per HOME); tests/test_schedule.py runs it against fakes",
+    "conda-safeguard schedule remove": "removes the real user's schedule (tests/test_schedule.py)",
     "conda remove -n myenv --all\n":
         "shown at a terminal: the prompt; test_readme_prompt_example_is_what_the_prompt_prints "
         "drives it in a pty",
