@@ -98,9 +98,9 @@ class RestoreFailedError(RestoreError):
 class NothingToUndoError(RestoreError):
     def __init__(self, prefix: Path) -> None:
         super().__init__(
-            f"Nothing to undo for {prefix}: every snapshot of it holds its current state. "
-            f"`{_sg('list', prefix)}` shows its snapshots; `{_sg('restore', f'{prefix}@-N')}` "
-            "picks an older one.")
+            f"Nothing to undo for {prefix}: every snapshot of it holds its current state (it "
+            f"has not changed since it was first snapshotted). `{_sg('list', prefix)}` shows "
+            "its snapshots.")
 
 
 @dataclass
@@ -484,16 +484,19 @@ def _replace(plan: RestorePlan, store: Store, say: Progress, before: str | None,
         return result
     except BaseException as e:
         try:
-            settle(journal, say)
+            outcome = settle(journal, say)
         except BaseException as again:
             raise RestoreFailedError(target, step, e, replaced=plan.replaces,
                                      snapshot=plan.info.short_id,
-                                     undone=f"rolling back failed too ({again}); run "
-                                     f"`conda-safeguard recover -p {target}`") from e
+                                     undone=f"Rolling back failed too ({again}); run "
+                                     f"`{_sg('recover', '-p', target)}`") from e
         if not isinstance(e, Exception):
             raise
+        kept = f"The new env is at {target} (its conda packages complete) but this step did " \
+            f"not finish; check it with `{_sg('verify', '-p', target)}`" \
+            if outcome == "finished" else ""
         raise RestoreFailedError(target, step, e, replaced=plan.replaces,
-                                 snapshot=plan.info.short_id) from e
+                                 snapshot=plan.info.short_id, undone=kept) from e
 
 
 def undo_snapshot(store: Store, prefix: Path, current: EnvState) -> SnapshotInfo:

@@ -86,10 +86,15 @@ class Unowned:
         return f"{len(self.files)} files ({self.size / 1e6:.1f} MB) that no package owns"
 
 
+def _unreadable(error: OSError) -> None:
+    """A folder we cannot list may hold data: never carry over "everything" without it."""
+    raise error
+
+
 def unowned(prefix: Path, owned: set[str] | None = None) -> Unowned:
     owned = owned_paths(prefix) if owned is None else owned
     out = Unowned()
-    for root, dirs, files in os.walk(prefix):
+    for root, dirs, files in os.walk(prefix, onerror=_unreadable):
         rel_root = os.path.relpath(root, prefix).replace(os.sep, "/")
         rel_root = "" if rel_root == "." else rel_root + "/"
         if rel_root == "conda-meta/":
