@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -320,7 +319,7 @@ def advise(rt: Runtime, command: str, args: Any, prefix: Path) -> None:
         notes.append(advice.name_lint(os.path.basename(str(name))))
     for note in notes:
         if note:
-            print(note, file=sys.stderr)
+            rt.info(note)  # nothing of ours under --json or -q: conda's output stays conda's
 
 
 def pre_command(run_for_name: str) -> None:

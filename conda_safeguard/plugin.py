@@ -7,17 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 from conda.plugins import hookimpl
 
-try:
-    from conda.plugins.types import (
-        CondaHealthCheck,
-        CondaPreCommand,
-        CondaSetting,
-        CondaSubcommand,
-    )
-except ImportError:  # pragma: no cover - conda < 24.3: no settings; older: fewer hooks
-    from conda.plugins import CondaPreCommand, CondaSubcommand  # type: ignore[attr-defined,no-redef]
+# conda >= 23.7 (pre-commands) has these three; each newer type is imported on its own, so one
+# missing type (CondaSetting on conda 23.x) does not take the others (`conda doctor`) with it.
+from conda.plugins.types import CondaHealthCheck, CondaPreCommand, CondaSubcommand
 
-    CondaHealthCheck = None  # type: ignore[assignment,misc]
+try:
+    from conda.plugins.types import CondaSetting
+except ImportError:  # conda < 24.3 has no plugin settings: hooks.py reads .condarc itself
     CondaSetting = None  # type: ignore[assignment,misc]
 
 try:  # conda >= 24.x: plugins see the solver's result
@@ -30,6 +26,7 @@ from .constants import RUN_FOR
 if TYPE_CHECKING:
     from argparse import ArgumentParser, Namespace
     from collections.abc import Iterable
+
 
 def _pre_command(command: str) -> None:
     from .hooks import pre_command
@@ -95,8 +92,6 @@ def conda_settings() -> Iterable[Any]:
 
 @hookimpl
 def conda_health_checks() -> Iterable[Any]:
-    if CondaHealthCheck is None:
-        return
     from .doctor import check_snapshots, check_store, fix_snapshots
 
     # conda before 26.x knows only name and action: passing more breaks all of `conda doctor`

@@ -238,7 +238,8 @@ def _conda_lock(doc: dict[str, Any], source: str, platform: str | None) -> Refer
                      PackageSet.of(conda, pip, platform))
 
 
-_YML_SPEC = re.compile(r"^(?:(?P<channel>[^:\s]+)::)?(?P<name>[A-Za-z0-9_.\-]+)"
+# after an optional `channel::` (the channel may be a URL, colons and all)
+_YML_SPEC = re.compile(r"^(?P<name>[A-Za-z0-9_.\-]+)"
                        r"(?:(?P<op>==?)(?P<version>[^=\s]+)(?:=(?P<build>[^=\s]+))?)?$")
 
 
@@ -261,9 +262,10 @@ def _environment_yml(doc: dict[str, Any], source: str) -> Reference:
             continue
         if not isinstance(dep, str):
             raise BadReferenceError(source, f"dependency {dep!r} is not a string or a pip list")
-        m = _YML_SPEC.match(dep.strip())
+        channel, _, spec = dep.strip().rpartition("::")
+        m = _YML_SPEC.match(spec)
         if m is None:  # a range (numpy>=1.2): we can only check that it is there
-            named = re.match(r"^(?:[^:\s]+::)?([A-Za-z0-9_.\-]+)", dep.strip())
+            named = re.match(r"^([A-Za-z0-9_.\-]+)", spec)
             if named is None:
                 raise BadReferenceError(source, f"dependency {dep!r} names no package")
             conda.append(Package("conda", named.group(1).lower()))
@@ -273,7 +275,7 @@ def _environment_yml(doc: dict[str, Any], source: str) -> Reference:
             exact = False
         fuzzy = m["op"] == "=" and m["build"] is None  # `=1.2` is conda's 1.2.*
         conda.append(Package("conda", m["name"].lower(), m["version"], m["build"],
-                             canonical_channel(m["channel"], None, None) if m["channel"] else None,
+                             canonical_channel(channel, None, None) if channel else None,
                              fuzzy=fuzzy))
     # `conda env export` lists every package as name=version=build. Without builds the file may
     # be --from-history (requested packages only, even when it pins versions) or hand-written:

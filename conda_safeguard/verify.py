@@ -134,6 +134,8 @@ def check_files(prefix: Path, name: str, record: dict[str, Any], report: VerifyR
         rel = entry.get("_path")
         kind = entry.get("path_type", "hardlink")
         if not rel or kind in _SKIPPED_TYPES:
+            if rel and kind == "softlink" and not os.path.lexists(os.path.join(prefix, rel)):
+                report.bad_files.append(f"{name}: {rel}: missing (a symlink)")
             continue
         full = os.path.join(prefix, rel)
         expected = entry.get("sha256_in_prefix") or entry.get("sha256")

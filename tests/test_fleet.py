@@ -433,3 +433,31 @@ def test_diff_env_alone_two_envs_and_exit_codes(env, capsys, fleet_channel, pkg_
     doc = json.loads(out)
     assert code == 1 and doc["same"] is False and doc["to"]["label"] == "da now"
     assert doc["compared"]["a"] == {"conda": 4, "pip": 0}
+
+
+def test_references_compare_only_what_they_record(env, capsys, tmp_path) -> None:
+    prefix = env("rec")
+    assert run(capsys, "backup", "-p", prefix)[0] == 0
+    hashed = tmp_path / "hashed.txt"
+    assert run(capsys, "show", "rec", "--format", "explicit", "-o", hashed)[0] == 0
+    bare = tmp_path / "bare.txt"  # `conda list --explicit` without --md5: URLs only
+    bare.write_text("".join(line.split("#")[0] + "\n" if "://" in line else line + "\n"
+                            for line in hashed.read_text().splitlines()))
+    code, out, _ = run(capsys, "verify", "-p", prefix, "--against", bare)
+    assert code == 0
+    assert "same: 4 conda and 0 pip packages compared (fields compared: version 4, build 4, " \
+           "channel 4)" in out
+
+    channel = read_package_set(prefix).conda["liba"].channel
+    yml = tmp_path / "env.yml"
+    yml.write_text("dependencies:\n  - liba>=0.5\n  - libb\n  - python=3.11\n")
+    code, out, _ = run(capsys, "verify", "-p", prefix, "--against", yml)
+    assert code == 0 and "same: 3 conda and 0 pip packages compared (fields compared: " \
+                         "version 1)" in out  # python=3.11 is 3.11.*: 3.11.7 matches
+    assert "1 others in the env were not checked" in out
+    yml.write_text(f"dependencies:\n  - {channel}::liba=1.0=0\n  - elsewhere::libb=1.0=0\n")
+    code, out, _ = run(capsys, "verify", "-p", prefix, "--against", yml)
+    assert code == 1
+    assert f"~ libb: channel differ: expected libb 1.0 0 (elsewhere), found libb 1.0 0 " \
+           f"({channel})" in out
+    assert "~ liba" not in out and "missing" not in out, out

@@ -290,3 +290,22 @@ def test_a_record_without_file_hashes_is_a_difference_not_a_pass(world: World) -
     doc = world.run("verify", "-n", "u", "--json").json()
     assert doc["identical"] is False and doc["files_unhashed"] == 3
     assert doc["unhashed"][0].startswith("tool: 3 files with no recorded sha256")
+
+
+def test_verify_sees_a_missing_symlink(tmp_path: Path) -> None:
+    from conda_safeguard.verify import VerifyReport, check_files
+
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "libx.so.1").write_bytes(b"x")
+    os.symlink("libx.so.1", tmp_path / "lib" / "libx.so")
+    record = {"files": ["lib/libx.so", "lib/libx.so.1"], "paths_data": {"paths": [
+        {"_path": "lib/libx.so", "path_type": "softlink"},
+        {"_path": "lib/libx.so.1", "path_type": "hardlink",
+         "sha256": "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"}]}}
+    report = VerifyReport(prefix=str(tmp_path))
+    check_files(tmp_path, "x", record, report)
+    assert report.bad_files == [] and report.files_checked == 1 and report.unhashed == []
+    (tmp_path / "lib" / "libx.so").unlink()
+    report = VerifyReport(prefix=str(tmp_path))
+    check_files(tmp_path, "x", record, report)
+    assert report.bad_files == ["x: lib/libx.so: missing (a symlink)"]

@@ -356,4 +356,9 @@ def cmd_prune(rt: Runtime, args: argparse.Namespace) -> int:
         rt.out(f"  {snap.short_id}  {snap.env_name}  {snap.created[:19]}")
     for prefix in report.removed_envs_skipped:
         rt.info(f"kept snapshots of removed env {prefix} (name it to prune them)")
+    if report.others_kept:
+        rt.info(f"kept {report.others_kept} snapshots of other users (a team store: each user "
+                "prunes their own)")
+    if report.temp_removed:
+        rt.info(f"removed {report.temp_removed} temp files of interrupted runs")
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,48 @@ def test_env_config_vars_takes_a_snapshot(conda, make_env, verb) -> None:
     assert conda("env", "config", "vars", "list", "-n", "keep").returncode == 0
     assert snapshot_count(conda, "keep") == count + 1
     assert (keep / "conda-meta" / "state").exists()
+
+
+# `conda --no-plugins` (and conda < 23.7, mamba) reach only the shell layer: the snippet in a
+# real bash, wrapping this real conda, reads every spelling argparse accepts.
+NO_PLUGIN_SPELLINGS = [
+    ["--no-plugins", "remove", "-n", "keep", "--al", "-y", "--offline"],
+    ["--no-p", "remove", "--na", "keep", "--all", "-y", "--offline"],
+    ["--no-plugins", "remove", "-yn", "keep", "--a", "--offline"],
+    ["--no-plugins", "remove", "-n", "keep", "*", "-y", "--offline"],
+    ["--no-plugins", "env", "remove", "--na", "keep", "-y"],
+]
+
+
+@pytest.mark.parametrize("argv", NO_PLUGIN_SPELLINGS, ids=" ".join)
+def test_no_plugins_spellings_in_real_bash(conda_exe, conda_condarc, conda_version, make_env,
+                                           tmp_path, argv) -> None:
+    from conda_safeguard.cli.shellcmd import render
+
+    if conda_exe[1:2] == ["-m"]:
+        pytest.skip("the snippet wraps a `conda` executable; this conda runs as python -m conda")
+    keep = make_env("keep", ["python", "liba=1.0", "libb"])
+    before = read_prefix_records(keep)
+    snippet = tmp_path / "snippet.bash"
+    snippet.write_text(render("bash", sys.executable))
+    bindir = str(Path(conda_exe[0]).parent)
+    env = {**os.environ, "CONDARC": str(conda_condarc), "CONDA_EXE": conda_exe[0],
+           "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("CONDA_SAFEGUARD_ROOT", None)
+    proc = subprocess.run(["bash", "--noprofile", "--norc", "-c",
+                           f'. "{snippet}"; conda "$@"', "sh", *argv],
+                          env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          cwd=tmp_path)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "'keep'" in proc.stderr
+    assert read_prefix_records(keep) == before
+    # without the snippet, the same command line does destroy it: the guard is what stopped it
+    proc = subprocess.run([*conda_exe, *argv], env=env, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, cwd=tmp_path)
+    if conda_version < (24,) and argv[1] == "env":
+        # conda 23.x runs `conda env` as the separate conda-env program, which loads plugins
+        # whatever the outer --no-plugins said: the plugin refuses it there too
+        assert "Refusing to change protected environment 'keep'" in proc.stderr, proc.stderr
+        assert read_prefix_records(keep) == before
+    else:
+        assert read_prefix_records(keep) != before, proc.stderr

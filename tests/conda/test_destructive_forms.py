@@ -116,3 +116,25 @@ CONDA_REFUSES_ITSELF: dict[tuple[int, ...], dict[str, str]] = {
                "remove every package": "kept, exit 1"},
     (25, 5): {"remove every package": "kept, exit 1"},
 }
+
+
+def test_env_create_yes_at_a_terminal(conda_exe, conda_condarc, make_env, channel, tmp_path,
+                                      conda_version):
+    """README compatibility note 3: conda 26's `env create` parser defaults to yes, so a typed -y
+    cannot be seen there and a person at a terminal gets the typed-name prompt; older conda
+    shows the -y, which is refused outright. Either way the env needs the person's consent."""
+    pexpect = pytest.importorskip("pexpect")
+    keep = make_env("keep")
+    before = records(keep)
+    args = ["env", "create", "-n", "keep", "-y", "-f", env_file(tmp_path, channel.url, None)]
+    child = pexpect.spawn(conda_exe[0], [*conda_exe[1:], *args], cwd=str(tmp_path),
+                          env={**os.environ, "CONDARC": str(conda_condarc)}, encoding="utf-8",
+                          timeout=60)
+    if conda_version >= (26,):
+        child.expect("Type the environment's name")
+        child.sendline("no")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 4, child.before
+    assert ("Aborted" if conda_version >= (26,) else "Refusing") in child.before
+    assert records(keep) == before

@@ -49,7 +49,8 @@ def test_conda_env_export_has_pip_section(make_env, run_conda, channel: LocalCha
     assert "liba=1.0=0" in conda_deps
     pip = next(d["pip"] for d in deps if isinstance(d, dict))
     assert "plainpkg==1.5" in pip
-    assert exported["channels"] == [channel.url]
+    # conda 24.x-25.5 append the implicit `defaults` of their release (render.py knows which)
+    assert exported["channels"] in ([channel.url], [channel.url, "defaults"])
 
 
 def test_conda_create_from_local_channel(run_conda, channel: LocalChannel, tmp_path: Path) -> None:
@@ -62,13 +63,16 @@ def test_conda_create_from_local_channel(run_conda, channel: LocalChannel, tmp_p
     assert records["liba"]["channel"] == f"{channel.url}/noarch"
 
 
-def test_set_env_vars_matches_conda(make_env, run_conda) -> None:
+def test_set_env_vars_matches_conda(make_env, run_conda, conda_version) -> None:
     by_conda = make_env("vars-conda", ["liba"])
     by_factory = make_env("vars-factory", ["liba"])
     run_conda("env", "config", "vars", "set", "-p", by_conda, "FOO=bar", "NAME=é")
     set_env_vars(by_factory, {"FOO": "bar", "NAME": "é"})
     state = "conda-meta/state"
-    assert (by_factory / state).read_bytes() == (by_conda / state).read_bytes()
+    assert json.loads((by_factory / state).read_bytes()) == \
+        json.loads((by_conda / state).read_bytes())
+    if conda_version >= (25, 11):  # the factory writes today's format; older conda indents it
+        assert (by_factory / state).read_bytes() == (by_conda / state).read_bytes()
     assert run_conda("env", "config", "vars", "list", "-p", by_factory).stdout.split() == [
         "FOO",
         "=",
