@@ -40,7 +40,8 @@ class EnvNotFoundError(SafeguardError):
         where = f" (searched: {', '.join(searched)})" if searched else ""
         super().__init__(
             f"No conda environment {what}{where}. "
-            f"Run `{_suggest('list')}` to see the envs that have snapshots."
+            f"`{_suggest('status')}` lists the envs it can see; `{_suggest('list')}` also shows "
+            "removed envs that have snapshots (`restore` brings them back)."
         )
 
 

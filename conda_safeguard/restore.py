@@ -98,9 +98,9 @@ class RestoreFailedError(RestoreError):
 class NothingToUndoError(RestoreError):
     def __init__(self, prefix: Path) -> None:
         super().__init__(
-            f"Nothing to undo for {prefix}: every snapshot of it holds its current state. "
-            f"`{_sg('list', prefix)}` shows its snapshots; `{_sg('restore', f'{prefix}@-N')}` "
-            "picks an older one.")
+            f"Nothing to undo for {prefix}: every snapshot of it holds its current state (it "
+            f"has not changed since it was first snapshotted). `{_sg('list', prefix)}` shows "
+            "its snapshots.")
 
 
 @dataclass
