@@ -180,7 +180,7 @@ def cmd_list(rt: Runtime, args: argparse.Namespace) -> int:
         snapshots = [s for s in snapshots if s.prefix == wanted.prefix]
     from .restoring import pending_restores
 
-    for p in pending_restores(rt):
+    for p in pending_restores(rt, snapshots=snapshots):
         rt.info(f"conda-safeguard: {p.describe()}.")
     present = pinned_names(store)  # one listing of packages/ for all snapshots
     offline = {s.id: offline_restorable(store, s, present) for s in snapshots}
