@@ -226,3 +226,22 @@ def test_team_store_setting_reaches_the_store(tmp_path: Path, standalone_root, m
     root = Path(os.environ["CONDA_SAFEGUARD_HOME"])
     assert mode(root) & 0o7777 == 0o2770
     assert json.loads((root / "config").read_text())["format"] == 1
+
+
+def test_a_mount_inside_the_store_is_refused(store: Store, monkeypatch) -> None:
+    """A folder on another filesystem (a bind mount onto objects/, say) is refused like a
+    symlink: prune would delete on that filesystem. (Mounting needs privileges a test does not
+    have: the device number the kernel reports is what the check reads, so it is stood in for.)"""
+    import conda_safeguard.storeperm as perm
+
+    real = os.lstat
+
+    def lstat(path, *a, **kw):
+        st = real(path, *a, **kw)
+        if Path(path) == store.root / "objects":
+            return os.stat_result((st.st_mode, st.st_ino, st.st_dev + 1, *tuple(st)[3:10]))
+        return st
+
+    monkeypatch.setattr(perm.os, "lstat", lstat)
+    with pytest.raises(UnsafeStoreError, match="objects: it is on another filesystem"):
+        Store.open(store.root)
