@@ -268,8 +268,8 @@ def _names_conda_cannot_find(prefix: Path, packages: tuple[str, ...]) -> bool:
 
 def _command_line(command: str, args: Any, prefix: str) -> list[str]:
     """What the snapshot records as the command: rebuilt from what conda parsed."""
-    words = ["conda", *command.split("_")]
-    words += ["-p", prefix]
+    typed = {"install_revision": ["install"], "env_vars": ["env", "config", "vars"]}
+    words = ["conda", *typed.get(command, command.split("_")), "-p", prefix]
     words += [str(p) for p in getattr(args, "package_names", None) or ()]
     words += [str(p) for p in getattr(args, "packages", None) or ()]
     if getattr(args, "all", False) and command == "remove":

@@ -18,7 +18,7 @@ import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from . import __version__
 from .exceptions import SafeguardError
@@ -177,7 +177,7 @@ def _compress_and_hash(plain_tar: Path, inner: Path, compression: str, level: in
             # with a content checksum: zstd can then name corruption itself
             compressor = zstandard.ZstdCompressor(
                 level=level, threads=threads, write_checksum=True).stream_writer(
-                hashed, closefd=False)
+                cast(IO[bytes], hashed), closefd=False)
         else:
             compressor = gzip.GzipFile(fileobj=hashed, mode="wb", compresslevel=level, mtime=0)
         with compressor:

@@ -206,7 +206,7 @@ def _finish_interrupted(rt: Runtime) -> list[str]:
             continue
         for child in children:
             name = child.name
-            if not name.startswith(".") or not child.is_dir() or _owner_alive(name):
+            if not name.startswith(".") or not child.is_dir() or owner_alive(name):
                 continue
             if DELETING_INFIX in name:
                 shutil.rmtree(child)
@@ -227,8 +227,8 @@ def _finish_interrupted(rt: Runtime) -> list[str]:
     return done
 
 
-def _owner_alive(name: str) -> bool:
-    """A running retire owns this folder: leave it to that process."""
+def owner_alive(name: str) -> bool:
+    """A running process (retire, unpack) owns this folder, named `…-PID`: leave it be."""
     pid = name.rsplit("-", 1)[-1]
     if not pid.isdigit():
         return False

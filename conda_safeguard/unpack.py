@@ -191,6 +191,7 @@ def unpack(archive: Path, dest: Path, *, allowed_signers: Path | None = None,
     signer = check_signature(info, allowed_signers, require=require_signature)
     verify_payload(info)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    _remove_dead_staging(dest)
     staging = dest.parent / f".{dest.name}.unpacking-{os.getpid()}"
     staging.mkdir(mode=0o700)
     try:
@@ -210,6 +211,16 @@ def unpack(archive: Path, dest: Path, *, allowed_signers: Path | None = None,
                         relocated=relocated, signer=signer, signed=info.signature is not None,
                         packages_identical=identical, conda=conda, pip=pip,
                         differences=differences)
+
+
+def _remove_dead_staging(dest: Path) -> None:
+    """A killed unpack leaves its hidden staging folder (never a half env at `dest`): remove
+    those whose process is gone. They only ever held a copy of an archive's content."""
+    from .retire import owner_alive
+
+    for leftover in dest.parent.glob(f".{dest.name}.unpacking-*"):
+        if leftover.is_dir() and not owner_alive(leftover.name):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _extract_verified(info: PackInfo, staging: Path) -> tuple[int, int]:

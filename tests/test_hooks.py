@@ -58,3 +58,6 @@ def test_snapshot_command_line_comes_from_parsed_args():
     args = SimpleNamespace(all=True)
     assert _command_line("env_remove", args, "/envs/x") == ["conda", "env", "remove", "-p",
                                                             "/envs/x"]
+    args = SimpleNamespace(revision="0")
+    assert _command_line("install_revision", args, "/envs/x") == [
+        "conda", "install", "-p", "/envs/x", "--revision", "0"]

@@ -285,3 +285,30 @@ def test_pack_tar_walker_agrees_with_tarfile(tmp_path: Path, fmt: int) -> None:
     assert walked == expected
     assert walked["hard"]["type"] == "hardlink" and walked["link"]["type"] == "symlink"
     assert total == 1500 + 512 + len("#!/bin/sh\n")
+
+
+def test_kill_9_during_unpack_never_leaves_a_half_env(make_env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import signal
+    import sys
+    import time
+
+    prefix = make_env("many-files", ("python", "liba=1.0", "libb", "tool"))
+    for i in range(3000):  # enough files that extraction takes a while
+        (prefix / "share" / f"data-{i:04d}.txt").write_text(f"{i}\n" * 50)
+    archive = tmp_path / "m.cspack"
+    pack(prefix, archive, env_name="many-files", compression="gz")
+    dest = tmp_path / "nodes" / "m"
+    code = ("import sys; from pathlib import Path; from conda_safeguard.unpack import unpack; "
+            "unpack(Path(sys.argv[1]), Path(sys.argv[2]))")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(archive), str(dest)])
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline and \
+            not list((tmp_path / "nodes").glob(".m.unpacking-*/share/data-0*")):
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "unpack finished before it could be killed"
+    assert not dest.exists()  # never a half env at the target
+    assert list((tmp_path / "nodes").glob(".m.unpacking-*"))
+    r = unpack(archive, dest)  # the next unpack clears the dead one's staging folder
+    assert r.files_verified > 3000 and r.packages_identical
+    assert [p.name for p in (tmp_path / "nodes").iterdir()] == ["m"]

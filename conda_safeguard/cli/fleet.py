@@ -216,7 +216,8 @@ def cmd_verify(rt: Runtime, args: argparse.Namespace) -> int:
         rt.emit_json({"against": ref.label, "reference_kind": ref.kind, **cmp.to_dict(),
                       "files": files.to_dict() if files else None, "node": doc, "same": same})
         return 0 if same else 1
-    rt.out(f"{rt.locator.name_of(prefix)} ({prefix}) against {ref.label}:")
+    name = rt.locator.name_of(prefix)
+    rt.out(f"{name if name == str(prefix) else f'{name} ({prefix})'} against {ref.label}:")
     rt.out(f"  {cmp.verdict()}")
     for d in cmp.differences:
         rt.out(f"  {d.line()}")

@@ -313,15 +313,19 @@ def _undo_target(rt: Runtime, args: argparse.Namespace) -> Path:
         ) from None
 
 
-def pending_restores(rt: Runtime, only: Path | None = None) -> list[Pending]:
-    """Interrupted restores in the envs dirs and beside every env the store knows."""
+def pending_restores(rt: Runtime, only: Path | None = None,
+                     snapshots: list[SnapshotInfo] | None = None) -> list[Pending]:
+    """Interrupted restores in the envs dirs and beside every env the store knows (from
+    `snapshots` when the caller has read them already)."""
     from ..exceptions import SafeguardError
     from ..transaction import lock_dir, pending
 
     folders = [only.parent] if only is not None else list(rt.locator.envs_dirs)
     if only is None:
         try:
-            known = {Path(s.prefix).parent for s in rt.store(create=False).snapshots()}
+            if snapshots is None:
+                snapshots = rt.store(create=False).snapshots()
+            known = {Path(s.prefix).parent for s in snapshots}
         except SafeguardError:
             known = set()
         folders += sorted(known - set(folders))

@@ -180,7 +180,7 @@ def cmd_list(rt: Runtime, args: argparse.Namespace) -> int:
         snapshots = [s for s in snapshots if s.prefix == wanted.prefix]
     from .restoring import pending_restores
 
-    for p in pending_restores(rt):
+    for p in pending_restores(rt, snapshots=snapshots):
         rt.info(f"conda-safeguard: {p.describe()}.")
     present = pinned_names(store)  # one listing of packages/ for all snapshots
     offline = {s.id: offline_restorable(store, s, present) for s in snapshots}
@@ -356,4 +356,9 @@ def cmd_prune(rt: Runtime, args: argparse.Namespace) -> int:
         rt.out(f"  {snap.short_id}  {snap.env_name}  {snap.created[:19]}")
     for prefix in report.removed_envs_skipped:
         rt.info(f"kept snapshots of removed env {prefix} (name it to prune them)")
+    if report.others_kept:
+        rt.info(f"kept {report.others_kept} snapshots of other users (a team store: each user "
+                "prunes their own)")
+    if report.temp_removed:
+        rt.info(f"removed {report.temp_removed} temp files of interrupted runs")
     return 0
