@@ -39,6 +39,7 @@ from .prefix import CondaRecord, is_env
 from .render import environment_yml, ordered_for_install
 from .snapshot import EnvState, SnapshotInfo, host_platform
 from .store import Store
+from .suggest import plural
 from .suggest import safeguard as _sg
 from .transaction import (
     exchange,
@@ -260,7 +261,7 @@ def plan_restore(store: Store, info: SnapshotInfo, target: Path, *, offline: boo
     tool = choose_installer() if installer == "auto" else installer
     assert not isinstance(tool, str)
     if progress is not None:
-        progress(f"checking the package files of {len(state.packages)} packages")
+        progress(f"checking the package files of {plural(len(state.packages), 'package')}")
     packages, damaged, notes = [], [], []
     records = ordered_for_install(state)
     with ThreadPoolExecutor(WORKERS) as pool:  # hashing pins: I/O, the GIL is released
@@ -436,7 +437,7 @@ def _replace(plan: RestorePlan, store: Store, say: Progress, before: str | None,
                 if target.is_dir():
                     target.rmdir()  # an empty folder the user made
                 os.rename(empty, target)
-        step = f"installing {len(plan.packages)} packages with {tool.name}"
+        step = f"installing {plural(len(plan.packages), 'package')} with {tool.name}"
         say(f"{step} ({plan.method})")
         job = InstallJob(build, target, plan.packages, staging, plan.pkgs_dirs, plan.offline,
                          plan.platform)

@@ -32,6 +32,7 @@ from typing import Any
 
 from .exceptions import SafeguardError
 from .prefix import record_files
+from .suggest import plural
 
 CONFIG_DIRS = ("etc/conda/activate.d", "etc/conda/deactivate.d", "etc/conda/env_vars.d")
 CONFIG_FILES = ("conda-meta/pinned", ".condarc")
@@ -83,7 +84,7 @@ class Unowned:
     size: int = 0  # bytes of the files
 
     def describe(self) -> str:
-        return f"{len(self.files)} files ({self.size / 1e6:.1f} MB) that no package owns"
+        return f"{plural(len(self.files), 'file')} ({self.size / 1e6:.1f} MB) that no package owns"
 
 
 def _unreadable(error: OSError) -> None:
@@ -202,7 +203,8 @@ class CarryReport:
         more = " …" if len(self.kept) > 3 else ""
         kept = f"; {len(self.kept)} clashed with the new env's and were kept as " \
             f"NAME{KEPT_SUFFIX} ({', '.join(self.kept[:3])}{more})" if self.kept else ""
-        return f"carried over {self.files} files ({self.size / 1e6:.1f} MB) no package owns{kept}"
+        return (f"carried over {plural(self.files, 'file')} ({self.size / 1e6:.1f} MB) no package "
+                f"owns{kept}")
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -24,6 +24,7 @@ from typing import Any
 from .pins import hash_file
 from .prefix import CondaRecord, read_pip_dists, read_records, record_files, require_env
 from .snapshot import EnvState
+from .suggest import plural
 
 _SKIPPED_TYPES = ("softlink", "directory", "linked_package_record")
 _COMPILED_TYPES = ("pyc_file", "unix_python_entry_point", "windows_python_entry_point_script",
@@ -58,20 +59,24 @@ class VerifyReport:
     @property
     def summary(self) -> str:
         """What was compared, in counts: a verdict is worth only what it checked."""
-        return f"{self.packages} packages, {self.files_checked} files compared"
+        return f"{plural(self.packages, 'package')}, {plural(self.files_checked, 'file')} compared"
 
     @property
     def verdict(self) -> str:
         if self.identical:
             return "byte-identical"
         parts = []
-        for label, items in (("missing packages", self.missing), ("extra packages", self.extra),
-                             ("changed packages", self.changed), ("files differ", self.bad_files),
-                             ("packages with files that have no recorded hash", self.unhashed),
-                             ("pip packages missing", self.pip_missing),
-                             ("pip packages extra", self.pip_extra)):
+        for one, many, items in (
+                ("missing package", "missing packages", self.missing),
+                ("extra package", "extra packages", self.extra),
+                ("changed package", "changed packages", self.changed),
+                ("file differs", "files differ", self.bad_files),
+                ("package with files that have no recorded hash",
+                 "packages with files that have no recorded hash", self.unhashed),
+                ("pip package missing", "pip packages missing", self.pip_missing),
+                ("pip package extra", "pip packages extra", self.pip_extra)):
             if items:
-                parts.append(f"{len(items)} {label}")
+                parts.append(plural(len(items), one, many))
         return "differs: " + ", ".join(parts)
 
     def details(self, limit: int = 20) -> list[str]:
@@ -188,7 +193,7 @@ def verify(prefix: Path, expected: EnvState | None = None, *,
         report.pip_missing = [f"{n}=={v}" for n, v in sorted(want_pip - have_pip)]
         report.pip_extra = [f"{n}=={v}" for n, v in sorted(have_pip - want_pip)]
     if progress is not None:
-        progress(f"verifying the files of {len(installed)} packages in {prefix}")
+        progress(f"verifying the files of {plural(len(installed), 'package')} in {prefix}")
     def one(path: str) -> VerifyReport:
         part = VerifyReport(prefix=str(prefix))
         with open(path, "rb") as f:

@@ -207,7 +207,7 @@ def test_an_env_whose_python_cannot_run_pip_says_so(world: World) -> None:
     r = world.run("restore", snap, "--yes")
     assert r.code == 1
     assert "no usable python" in r.out and "plainpkg==1.5" in r.out
-    assert "1 pip packages missing" in r.out
+    assert "1 pip package missing" in r.out
 
 
 LOGGING_PYTHON = (b'#!/bin/sh\n'  # an env's python that answers for pip and logs each install

@@ -357,7 +357,8 @@ def test_readme_prompt_example_is_what_the_prompt_prints(make_env: Callable[...,
     pexpect = pytest.importorskip("pexpect", reason="pexpect is a test dependency")
     prefix = make_env("myenv")
     (prefix / "notes").mkdir()  # user data, so the prompt shows its "no package owns" line
-    (prefix / "notes" / "todo.txt").write_text("keep me\n")
+    for note in ("todo.txt", "ideas.txt"):  # two: the README's line says "files"
+        (prefix / "notes" / note).write_text("keep me\n")
     subprocess.run([sys.executable, "-m", "conda_safeguard", "backup", "-n", "myenv", "-q"],
                    check=True)
     child = pexpect.spawn(sys.executable, ["-m", "conda_safeguard", "guard", "--tool", "conda",

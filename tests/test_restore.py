@@ -280,8 +280,8 @@ def test_a_record_without_file_hashes_is_a_difference_not_a_pass(world: World) -
     rec.write_text(json.dumps(data))
     r = world.run("verify", "-n", "u")
     assert r.code == 1
-    assert "1 packages with files that have no recorded hash" in r.out
-    assert "(2 packages, 1 files compared)" in r.out
+    assert "1 package with files that have no recorded hash" in r.out
+    assert "(2 packages, 1 file compared)" in r.out
     assert "tool: 3 of its 3 files have no recorded sha256" in r.out
     # one entry without its sha256 among hashed ones
     data["paths_data"] = {"paths": [{"_path": p, "path_type": "hardlink"} for p in data["files"]],
