@@ -146,7 +146,8 @@ def test_refusal_exit_code_is_the_readmes(run_conda, envs):
     proc = run_conda("remove", "-n", "keep", "--all", "-y", check=False)
     assert proc.returncode == 4
     readme = (Path(__file__).parents[2] / "README.md").read_text()
-    assert "a refusal exits 4" in readme
+    assert re.search(r"Inside conda.{0,300}refusal.{0,100}exit 4", readme, re.S), \
+        "the README's exit codes must say a refusal inside conda exits 4"
 
 
 def test_revision_refusal_names_what_it_removes(run_conda, envs, channel, pkg_cache):
