@@ -19,8 +19,8 @@ from typing import Any
 from .exceptions import BackupError, SafeguardError
 from .kernels import kernel_stats
 from .prefix import RACY_NS, require_env, site_packages
-from .snapshot import EnvState, SnapshotInfo, capture, manifest_id, new_info
 from .redact import redact_argv, redact_url
+from .snapshot import EnvState, SnapshotInfo, capture, manifest_id, new_info
 from .store import Store, prefix_key
 
 log = logging.getLogger(f"conda.{__name__}")

@@ -224,10 +224,7 @@ def parse(tool: str, argv: list[str], conda_version: str | None = None) -> ToolC
                 break
             continue
         # a word: the subcommand (one to four words), else a positional
-        if not words:
-            words.append(tok)
-            table = _table_after(tool, words, conda_version, extra)
-        elif words[0] == "env" and _expects_word(words):
+        if not words or words[0] == "env" and _expects_word(words):
             words.append(tok)
             table = _table_after(tool, words, conda_version, extra)
         else:

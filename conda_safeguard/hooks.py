@@ -37,8 +37,13 @@ def settings_from_context() -> Settings:
     read the way the standalone command reads them."""
     from conda.base.context import context
 
-    from .condarc import SETTINGS_SCHEMA, condarc_paths, load_settings, read_condarc, \
-        settings_from_mapping
+    from .condarc import (
+        SETTINGS_SCHEMA,
+        condarc_paths,
+        load_settings,
+        read_condarc,
+        settings_from_mapping,
+    )
 
     plugins = getattr(context, "plugins", None)
     if plugins is None:

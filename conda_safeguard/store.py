@@ -48,8 +48,8 @@ from .exceptions import (
 )
 from .fs import atomic_write, file_lock, pass_gate
 from .prefix import CondaRecord, PipDist
-from .snapshot import EnvState, SnapshotInfo, canonical_json, manifest_id
 from .redact import is_secret_name
+from .snapshot import EnvState, SnapshotInfo, canonical_json, manifest_id
 from .storeperm import Modes, check_inner, check_tree, make_dirs, read_file
 from .suggest import plural
 from .suggest import safeguard as _sg
@@ -662,4 +662,4 @@ def _unseal_cache(raw: bytes) -> dict[str, Any] | None:
     if not isinstance(sealed["data"], dict) or \
             hashlib.sha256(body.encode()).hexdigest() != sealed.get("sha256"):
         return None
-    return sealed["data"]  # type: ignore[no-any-return]
+    return sealed["data"]

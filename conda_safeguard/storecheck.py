@@ -27,7 +27,8 @@ class CheckReport:
     snapshots: int = 0
     packages: int = 0
     config: str = ""  # what is wrong with the config file, "" when nothing
-    corrupt: list[str] = field(default_factory=list)  # object ids / packages/<file> with wrong bytes
+    # object ids / packages/<file> with wrong bytes
+    corrupt: list[str] = field(default_factory=list)
     missing: list[tuple[str, str]] = field(default_factory=list)  # (snapshot id, object id)
     missing_pins: list[tuple[str, str]] = field(default_factory=list)  # (snapshot id, sha256)
     unreadable: list[str] = field(default_factory=list)  # manifests that cannot be trusted

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 from typing import TYPE_CHECKING
 
@@ -285,10 +286,10 @@ def cmd_check(rt: Runtime, args: argparse.Namespace) -> int:
     from ..storecheck import check_store, repair_config
 
     root = rt.store_path
-    try:
-        rt.store(create=False)  # a missing, unreadable, untrusted or newer store: its error
-    except DamagedConfigError:
-        pass  # check runs anyway: a damaged store is when it is needed most
+    # A missing, unreadable, untrusted or newer store raises its error; a damaged config does
+    # not stop check: a damaged store is when it is needed most.
+    with contextlib.suppress(DamagedConfigError):
+        rt.store(create=False)
     repaired = []
     if args.repair:
         with Store(root, shared=rt.settings.store_shared).exclusive_lock():

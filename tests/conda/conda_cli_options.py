@@ -90,7 +90,7 @@ def split(tables: list[dict[str, Any]]) -> tuple[dict[str, dict[str, int]],
     for command in commands:
         opts = sorted({o for t in tables for o in t["commands"].get(command, {})})
         for opt in opts:
-            kinds = {v: t["commands"][command][opt] for v, t in zip(versions, tables)
+            kinds = {v: t["commands"][command][opt] for v, t in zip(versions, tables, strict=True)
                      if opt in t["commands"].get(command, {})}
             if len(kinds) == len(versions) and len(set(kinds.values())) == 1:
                 common.setdefault(command, {})[opt] = next(iter(kinds.values()))

@@ -73,7 +73,10 @@ def test_recipe_matches_the_project() -> None:
     assert run[0] == f"python >={project['requires-python'].removeprefix('>=')}"
 
     def norm(req: str) -> str:
-        name, _, spec = req.partition(" ") if " " in req else re.split(r"(?=[<>=!])", req, 1) + [""]
+        if " " in req:
+            name, _, spec = req.partition(" ")
+        else:
+            name, spec = [*re.split(r"(?=[<>=!])", req, maxsplit=1), ""][:2]
         return f"{name.lower()} {spec.replace(' ', '')}".strip()
 
     assert sorted(norm(r) for r in run[1:]) == sorted(
