@@ -212,8 +212,9 @@ def targets_for(rt: Runtime, run_for_name: str, command: str, args: Any, context
     prefix = Path(context.target_prefix)
     if command == "create" and not named and _conda_release() < (26,):
         return []  # conda < 26 requires -n/-p for `create` and says so itself
-    if command in ("env_create", "env_update", "create") and _env_file(args) is not None \
-            and not _readable_or_remote(_env_file(args)):
+    env_file = _env_file(args)
+    if command in ("env_create", "env_update", "create") and env_file is not None \
+            and not _readable_or_remote(env_file):
         return []  # conda stops at the missing file (EnvironmentFileNotFound) before any change
     if command in ("env_create", "env_update", "create") and not named \
             and _env_file(args) is not None:
