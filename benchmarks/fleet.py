@@ -32,6 +32,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from benchmarks.timing import median_ms, timed  # noqa: E402
 from tests.factory import (  # noqa: E402
     LocalChannel,
     add_pip_packages,
@@ -50,15 +51,7 @@ def section(name: str) -> Callable[[Callable[[Bench], None]], Callable[[Bench], 
     return register
 
 
-def timed(fn: Callable[[], object]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
-
-def median_ms(samples: list[float]) -> str:
-    return (f"{statistics.median(samples) * 1000:8.1f} ms median "
-            f"(min {min(samples) * 1000:.1f}, max {max(samples) * 1000:.1f}, n={len(samples)})")
 
 
 def settle(prefix: Path) -> None:

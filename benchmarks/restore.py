@@ -38,13 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.timing import timed  # noqa: E402
 from tests.factory import big_channel, install_env, make_conda_package_cache, write_condarc  # noqa: E402
-
-
-def timed(fn: Callable[[], None]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def run(argv: list[str], env: dict[str, str]) -> None:

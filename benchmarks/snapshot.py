@@ -35,13 +35,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from benchmarks.timing import median_ms, timed  # noqa: E402
 from conda_safeguard.backup import backup  # noqa: E402
 from conda_safeguard.prefix import RACY_NS  # noqa: E402
 from conda_safeguard.store import Store  # noqa: E402
@@ -52,17 +52,6 @@ from tests.factory import (  # noqa: E402
     install_env,
     write_condarc,
 )
-
-
-def timed(fn: Callable[[], object]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
-def median_ms(samples: list[float]) -> str:
-    return (f"{statistics.median(samples) * 1000:8.1f} ms median "
-            f"(min {min(samples) * 1000:.1f}, max {max(samples) * 1000:.1f}, n={len(samples)})")
 
 
 def settle(prefix: Path) -> None:
