@@ -113,6 +113,13 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         for pid_file in reversed(pid_files):  # only the daemons this fixture started
             with contextlib.suppress(OSError, ValueError):  # it never started or already left
                 os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+        # slurmd does not always leave its pid file behind (seen: slurmd outliving the run):
+        # also stop whatever still runs with this fixture's own config path, which no other
+        # process can have on its command line.
+        for signum in ("TERM", "KILL"):
+            if subprocess.run(["pkill", f"-{signum}", "-f", "--", f"-f {conf}"]).returncode != 0:
+                break  # nothing left
+            time.sleep(1)
 
 
 def test_srun_fans_out_and_compare_names_the_odd_task(
