@@ -130,45 +130,43 @@ def _field_diffs(want: Package, have: Package, counted: Counter[str]) -> list[st
     return diffs
 
 
+def _compare_kind(cmp: Comparison, kind: str, want_by_name: dict[str, Package],
+                  have_by_name: dict[str, Package], complete: bool,
+                  reported_elsewhere: set[str] | frozenset[str] = frozenset()) -> int:
+    """Adds the differences of one kind (conda or pip) to `cmp`; returns how many were compared.
+    An extra package counts only against a complete reference, and not when it is one of
+    `reported_elsewhere` (a pip dist shadowing a conda package is reported once, as such)."""
+    compared = 0
+    for name in sorted(set(want_by_name) | set(have_by_name)):
+        want, have = want_by_name.get(name), have_by_name.get(name)
+        if have is None and want is not None:
+            cmp.differences.append(Difference(kind, name, "missing", expected=want.label()))
+        elif want is None and have is not None:
+            if not complete or norm_name(name) in reported_elsewhere:
+                continue
+            cmp.differences.append(Difference(kind, name, "extra", found=have.label()))
+        elif want is not None and have is not None:
+            diffs = _field_diffs(want, have, cmp.fields)
+            if diffs:
+                cmp.differences.append(Difference(kind, name, "changed", want.label(),
+                                                  have.label(), diffs))
+        compared += 1
+    return compared
+
+
 def compare_to_reference(env: PackageSet, ref: Reference) -> Comparison:
     """Where `env` differs from `ref`, and how much was compared."""
     cmp = Comparison(ref.label)
     want_c, have_c = ref.packages.conda, env.conda
-    for name in sorted(set(want_c) | set(have_c)):
-        want, have = want_c.get(name), have_c.get(name)
-        if have is None and want is not None:
-            cmp.differences.append(Difference("conda", name, "missing", expected=want.label()))
-        elif want is None and have is not None:
-            if not ref.complete:
-                continue
-            cmp.differences.append(Difference("conda", name, "extra", found=have.label()))
-        elif want is not None and have is not None:
-            diffs = _field_diffs(want, have, cmp.fields)
-            if diffs:
-                cmp.differences.append(Difference("conda", name, "changed", want.label(),
-                                                  have.label(), diffs))
-        cmp.conda_compared += 1
+    cmp.conda_compared += _compare_kind(cmp, "conda", want_c, have_c, ref.complete)
     if not ref.complete:
         extra = len(set(have_c) - set(want_c))
         cmp.not_checked.append(f"the reference names {len(want_c)} conda packages, not every "
                                f"package: {extra} others in the env were not checked")
-    shadowed = {norm_name(p.name) for _, p in env.shadowed()}
     if ref.pip_known:
-        want_p, have_p = ref.packages.pip, env.pip
-        for name in sorted(set(want_p) | set(have_p)):
-            want, have = want_p.get(name), have_p.get(name)
-            if have is None and want is not None:
-                cmp.differences.append(Difference("pip", name, "missing", expected=want.label()))
-            elif want is None and have is not None:
-                if not ref.complete or norm_name(name) in shadowed:
-                    continue  # a shadowing dist is reported once, below
-                cmp.differences.append(Difference("pip", name, "extra", found=have.label()))
-            elif want is not None and have is not None:
-                diffs = _field_diffs(want, have, cmp.fields)
-                if diffs:
-                    cmp.differences.append(Difference("pip", name, "changed", want.label(),
-                                                      have.label(), diffs))
-            cmp.pip_compared += 1
+        shadowed = {norm_name(p.name) for _, p in env.shadowed()}
+        cmp.pip_compared += _compare_kind(cmp, "pip", ref.packages.pip, env.pip, ref.complete,
+                                          shadowed)
     elif env.pip:
         cmp.not_checked.append(f"{len(env.pip)} pip packages in the env: the reference "
                                "({}) cannot list pip packages".format(ref.kind))
