@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import importlib.util
 import os
 import re
@@ -292,3 +293,13 @@ def run_conda(
         return proc
 
     return _run
+
+
+@pytest.fixture
+def conda(
+    run_conda: Callable[..., subprocess.CompletedProcess[str]],
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``conda(*args, env=None)``: real conda with no terminal (stdin /dev/null), as scripts and
+    CI run it; the exit status is the test's to assert."""
+    return functools.partial(run_conda, check=False)
+

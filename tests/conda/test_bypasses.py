@@ -14,18 +14,6 @@ import pytest
 from tests.factory import read_prefix_records
 
 
-@pytest.fixture
-def conda(conda_exe, conda_condarc, tmp_path):
-    """Real conda with no terminal (stdin /dev/null), as scripts and CI run it."""
-
-    def run(*args, env=None):
-        full_env = {**os.environ, "CONDARC": str(conda_condarc), **(env or {})}
-        return subprocess.run([*conda_exe, *map(str, args)], env=full_env, cwd=tmp_path,
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True)
-
-    return run
-
-
 def refused(proc: subprocess.CompletedProcess[str]) -> bool:
     return proc.returncode != 0 and "Refusing to change protected environment" in proc.stderr
 

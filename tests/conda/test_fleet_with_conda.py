@@ -8,22 +8,9 @@ Run against each conda that matters here, e.g.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
-import pytest
-
 from tests.factory import read_prefix_records
-
-
-@pytest.fixture
-def conda(conda_exe, conda_condarc, tmp_path):  # type: ignore[no-untyped-def]
-    def run(*args, env=None):  # type: ignore[no-untyped-def]
-        full_env = {**os.environ, "CONDARC": str(conda_condarc), **(env or {})}
-        return subprocess.run([*conda_exe, *map(str, args)], env=full_env, cwd=tmp_path,
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True)
-    return run
 
 
 def offline(channel) -> list[str]:  # type: ignore[no-untyped-def]

@@ -4,20 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-
-import pytest
-
-
-@pytest.fixture
-def conda(conda_exe, conda_condarc, tmp_path):
-    def run(*args, env=None):
-        full_env = {**os.environ, "CONDARC": str(conda_condarc), **(env or {})}
-        return subprocess.run([*conda_exe, *map(str, args)], env=full_env, cwd=tmp_path,
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True)
-
-    return run
 
 
 def test_refusal_is_a_stable_class_with_exit_4_and_conda_safeguard_commands(conda, make_env):
