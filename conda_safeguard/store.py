@@ -375,8 +375,10 @@ class Store:
                 history=self.get_object(objs["history"]).decode("utf-8"),
                 frozen=env["frozen"],
                 platform=env["platform"],
-                config=self._config(objs),
-                kernels=self._kernels(objs),
+                # the env's own config files (unowned.py) and the Jupyter kernelspecs that
+                # ran in it (kernels.py)
+                config=self._optional_part(objs, "config", "data", str, "files"),
+                kernels=self._optional_part(objs, "kernels", "files", dict, "kernelspecs"),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             # objects match their hashes, so only a crafted snapshot gets here
@@ -384,25 +386,18 @@ class Store:
                              f"snapshot ({type(e).__name__}: {e}). Run `{_sg('check')}`; "
                              "other snapshots of this env may be intact.") from None
 
-    def _config(self, objs: dict[str, str]) -> dict[str, Any]:
-        """The env's own config files (unowned.py), in snapshots that have any."""
-        if "config" not in objs:
+    def _optional_part(self, objs: dict[str, str], part: str, member_key: str,
+                       member_type: type, members: str) -> dict[str, Any]:
+        """An optional part of a snapshot (only snapshots that have any name it): a mapping whose
+        values are mappings holding `member_key` of `member_type`; anything else is damage."""
+        if part not in objs:
             return {}
-        config = json.loads(self.get_object(objs["config"]))
-        if not isinstance(config, dict) or not all(
-                isinstance(v, dict) and isinstance(v.get("data"), str) for v in config.values()):
-            raise TypeError("the config part is not a mapping of files")
-        return config
-
-    def _kernels(self, objs: dict[str, str]) -> dict[str, Any]:
-        """Jupyter kernelspecs that ran in the env (kernels.py), in snapshots that have any."""
-        if "kernels" not in objs:
-            return {}
-        kernels = json.loads(self.get_object(objs["kernels"]))
-        if not isinstance(kernels, dict) or not all(
-                isinstance(v, dict) and isinstance(v.get("files"), dict) for v in kernels.values()):
-            raise TypeError("the kernels part is not a mapping of kernelspecs")
-        return kernels
+        value = json.loads(self.get_object(objs[part]))
+        if not isinstance(value, dict) or not all(
+                isinstance(v, dict) and isinstance(v.get(member_key), member_type)
+                for v in value.values()):
+            raise TypeError(f"the {part} part is not a mapping of {members}")
+        return value
 
     # -- snapshots -------------------------------------------------------------------------------
 
