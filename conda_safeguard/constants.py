@@ -18,6 +18,9 @@ ENV_SHELL: Final = "CONDA_SAFEGUARD_SHELL"  # "0" turns the shell wrappers off
 ENV_LOCK_TIMEOUT: Final = "CONDA_SAFEGUARD_LOCK_TIMEOUT"
 #: Set by the conda plugin while a conda command runs, so the shell layer steps aside.
 ENV_PLUGIN_ACTIVE: Final = "CONDA_SAFEGUARD_PLUGIN_ACTIVE"
+#: Set by restore for the conda it runs to add packages to the env it is building: the plugin
+#: in that conda snapshots nothing of the half-built env (only for `install` into that prefix).
+ENV_BUILDING: Final = "CONDA_SAFEGUARD_BUILDING"
 
 # Settings under `plugins:` in .condarc (conda reads them as context.plugins.<name>).
 SETTING_ENABLED: Final = "safeguard_enabled"

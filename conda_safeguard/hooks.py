@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .condarc import truthy
-from .constants import ENV_PLUGIN_ACTIVE, RUN_FOR
+from .constants import ENV_BUILDING, ENV_PLUGIN_ACTIVE, RUN_FOR
 from .exceptions import SafeguardError
 from .policy import Effect, Invocation, Target, classify
 
@@ -345,6 +345,9 @@ def pre_command(run_for_name: str) -> None:
             return  # off means off: nothing else of conda's is read
         rt = runtime_from_context(settings)
         command = canonical_command(run_for_name, args)
+        if command == "install" and _same(os.environ.get(ENV_BUILDING) or None,
+                                          context.target_prefix):
+            return  # restore adding packages to the env it builds: its transaction keeps the old
         advise(rt, command, args, Path(context.target_prefix))
         targets = targets_for(rt, run_for_name, command, args, context)
         if not any(t.effect is not Effect.NONE for t in targets):

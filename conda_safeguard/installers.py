@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .constants import ENV_BUILDING
 from .exceptions import SafeguardError
 from .pins import hash_file, named_link
 
@@ -61,6 +62,9 @@ class InstallJob:
     pkgs_dirs: list[Path]  # conda's package caches
     offline: bool
     platform: str
+    # packages already in build_prefix, taken over from the env being replaced (reuse.py):
+    # the installer adds `packages` next to them and leaves them as they are
+    kept: frozenset[str] = frozenset()
 
 
 def dist_name(fn: str) -> str:
@@ -112,6 +116,8 @@ class CondaCLI(Installer):
             raise InstallerError(self.name, what, f"exit status {proc.returncode}\n{tail}")
 
     def install_explicit(self, job: InstallJob) -> None:
+        if not job.packages:
+            return  # everything was kept from the env being replaced
         cache = job.staging / "pkgs"
         cache.mkdir(parents=True, exist_ok=True)
         # Every local package file goes into the staging cache under its package file name
@@ -135,11 +141,14 @@ class CondaCLI(Installer):
         explicit.write_text("\n".join(lines) + "\n", encoding="utf-8")
         remote = any(p.kind == "channel" and not p.record.url.startswith("file:")
                      for p in job.packages)
-        args = ["create", "-p", str(job.build_prefix), "--file", str(explicit), "--yes",
-                "--quiet"]
+        # into a seeded env: `install` adds the listed packages and touches no other
+        verb = "install" if job.kept else "create"
+        args = [verb, "-p", str(job.build_prefix), "--file", str(explicit), "--yes", "--quiet"]
         if job.offline or not remote:
             args.append("--offline")
         env = {**self._env(job, cache), **checked_linking(os.environ)}
+        if job.kept:  # our own plugin in that conda: this is the restore, not a user's change
+            env[ENV_BUILDING] = str(job.build_prefix)
         self._run(args, env, "install the explicit package list")
 
     def install_solved(self, job: InstallJob, yml: Path, specs: list[str],
@@ -183,6 +192,7 @@ class Rattler(Installer):
         alternative = str(job.final_prefix) if job.build_prefix != job.final_prefix else None
         asyncio.run(rattler.install(
             records, target_prefix=str(job.build_prefix), cache_dir=cache,
+            ignored_packages=set(job.kept) or None,
             show_progress=False, execute_link_scripts=False,
             platform=_subdir(job.platform), alternative_target_prefix=alternative))
         _tidy_rattler_prefix(job.build_prefix)
@@ -190,6 +200,8 @@ class Rattler(Installer):
     def install_explicit(self, job: InstallJob) -> None:
         import rattler
 
+        if not job.packages:
+            return  # everything was kept from the env being replaced
         cache = job.staging / "pkgs"
         cache.mkdir(parents=True, exist_ok=True)
         unpacked = unpack_all(job.packages, cache, job.staging)

@@ -35,8 +35,9 @@ from .pip_restore import (
     pip_plan,
 )
 from .pip_restore import describe as describe_pip
-from .prefix import CondaRecord, is_env
+from .prefix import CondaRecord, is_env, read_records
 from .render import environment_yml, ordered_for_install
+from .reuse import Reused, reusable, seed
 from .snapshot import EnvState, SnapshotInfo, host_platform
 from .store import Store
 from .suggest import plural
@@ -119,6 +120,9 @@ class RestorePlan:
     platform: str
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # packages the env being replaced has exactly as the snapshot does: taken over from it
+    # (each file checked first), so only the others are installed (reuse.py)
+    reuse: set[str] = field(default_factory=set)
 
     def source_counts(self) -> dict[str, int]:
         counts = {"pin": 0, "cache": 0, "extracted": 0, "channel": 0, "missing": 0}
@@ -130,10 +134,12 @@ class RestorePlan:
         return {
             "snapshot": self.info.id, "env": self.info.env_name, "target": str(self.target),
             "replaces": self.replaces, "method": self.method, "offline": self.offline,
+            "reuse": sorted(self.reuse),
             "installer": self.installer.name if self.installer else None,
             "sources": self.source_counts(),
             "packages": [{"name": p.record.name, "version": p.record.version,
-                          "build": p.record.build, "source": p.kind,
+                          "build": p.record.build,
+                          "source": "kept" if p.record.name in self.reuse else p.kind,
                           "path": str(p.path) if p.path else None, "url": p.record.url}
                          for p in self.packages],
             "pip": [s.to_dict() for s in self.pip], "notes": self.notes,
@@ -141,9 +147,13 @@ class RestorePlan:
         }
 
     def describe(self) -> list[str]:
-        info, c = self.info, self.source_counts()
+        info = self.info
+        installed = [p for p in self.packages if p.record.name not in self.reuse]
+        c = {"pin": 0, "cache": 0, "extracted": 0, "channel": 0, "missing": 0}
+        for p in installed:
+            c[p.kind] += 1
         downloads = sum(p.kind == "channel" and not p.record.url.startswith("file:")
-                        for p in self.packages)
+                        for p in installed)
         network = f"needs network: {downloads} package files download from their channels" \
             if downloads else "offline"
         method = {"explicit": f"{network}, no solve: an explicit list of package files",
@@ -152,16 +162,22 @@ class RestorePlan:
         where = ("an env: it is snapshotted, kept until the new one is complete and verified, "
                  "then replaced; files no package owns are carried over") if self.replaces else \
             "nothing there: it will be created"
+        kept = f"{len(self.reuse)} unchanged, kept from the env there (each file checked " \
+            "first; a package that fails is installed afresh); " if self.reuse else ""
         out = [f"Restore snapshot {info.short_id} of '{info.env_name}' (taken "
                f"{info.created[:19].replace('T', ' ')}Z, reason: {info.reason})",
                f"  into:      {self.target} ({where})",
                f"  method:    {method[self.method]}",
                f"  installer: {self.installer.describe() if self.installer else 'none found'}",
-               f"  packages:  {len(self.packages)}: {c['pin']} pinned in the store, "
+               f"  packages:  {len(self.packages)}: {kept}{c['pin']} pinned in the store, "
                f"{c['cache'] + c['extracted']} from package caches, {c['channel']} from "
                f"channels, {c['missing']} with no file here"]
         for p in self.packages:
             r = p.record
+            if r.name in self.reuse:
+                out.append(f"    {r.name:<24} {r.version:<12} {r.build:<18} {'kept':<9} "
+                           f"{self.target}")
+                continue
             src = str(p.path) if p.path else (r.url if p.kind == "channel" else "-")
             out.append(f"    {r.name:<24} {r.version:<12} {r.build:<18} {p.kind:<9} {src}")
         out += describe_pip(self.pip, self.target)
@@ -248,9 +264,11 @@ def plan_restore(store: Store, info: SnapshotInfo, target: Path, *, offline: boo
                  installer: Installer | None | str = "auto", state: EnvState | None = None,
                  host: str | None = None, progress: Progress | None = None,
                  root_prefix: Path | None = None,
-                 pip_policy: PipPolicy | None = None) -> RestorePlan:
+                 pip_policy: PipPolicy | None = None, reuse: bool = True) -> RestorePlan:
     """What restoring `info` into `target` would do. Changes nothing. Refuses a target that is
-    a conda installation (base, a root prefix) rather than an env."""
+    a conda installation (base, a root prefix) rather than an env. With `reuse`, the packages
+    an env at the target has exactly as the snapshot does are kept rather than installed
+    again (an undo of one package changes one package)."""
     target = Path(os.path.abspath(target))
     replaces = check_target(target)
     if replaces:
@@ -262,7 +280,7 @@ def plan_restore(store: Store, info: SnapshotInfo, target: Path, *, offline: boo
     assert not isinstance(tool, str)
     if progress is not None:
         progress(f"checking the package files of {plural(len(state.packages), 'package')}")
-    packages, damaged, notes = [], [], []
+    packages, damaged, damaged_names, notes = [], [], [], []
     records = ordered_for_install(state)
     with ThreadPoolExecutor(WORKERS) as pool:  # hashing pins: I/O, the GIL is released
         located = list(pool.map(lambda r: locate(store, r, dirs, offline), records))
@@ -273,6 +291,7 @@ def plan_restore(store: Store, info: SnapshotInfo, target: Path, *, offline: boo
         elif problem:
             found = PackageFile(record, "missing")
             damaged.append(problem)
+            damaged_names.append(record.name)
         packages.append(found)
     plan = RestorePlan(info=info, state=state, target=target, replaces=replaces,
                        method="explicit", installer=tool, packages=packages,
@@ -280,7 +299,13 @@ def plan_restore(store: Store, info: SnapshotInfo, target: Path, *, offline: boo
                        offline=offline, pkgs_dirs=dirs,
                        platform=host, notes=notes)
     foreign = sorted({r.subdir for r in state.packages if r.subdir not in ("", "noarch", host)})
-    missing = [p.record.dist_str for p in packages if p.kind == "missing"]
+    if replaces and not solve and not foreign and reuse:
+        plan.reuse = reusable(read_records(target), state.package_map())
+    missing = [p.record.dist_str for p in packages
+               if p.kind == "missing" and p.record.name not in plan.reuse]
+    # a damaged pin of a package that is kept matters only if keeping it fails (then it says)
+    damaged = [d for d, name in zip(damaged, damaged_names, strict=True)
+               if name not in plan.reuse]
     if solve:
         plan.method = "solve"
         plan.notes.append("solving from environment.yml, as asked (--solve)")
@@ -325,6 +350,7 @@ class RestoreResult:
     pip_note: str = ""
 
     carried: CarryReport | None = None  # files no package owns, from the replaced env
+    reused: Reused | None = None  # unchanged packages taken over from the replaced env
     rolled_back: bool = False  # it differed, so the env that was there was put back
 
     @property
@@ -346,6 +372,8 @@ class RestoreResult:
         return {"target": str(self.plan.target), "verdict": self.report.verdict,
                 "verify": self.report.to_dict(), "pip": [s.to_dict() for s in self.pip],
                 "pip_note": self.pip_note, "ok": self.ok, "rolled_back": self.rolled_back,
+                "kept": {"packages": len(self.reused.packages), "files": self.reused.files,
+                         "installed_afresh": self.reused.rejected} if self.reused else None,
                 "carried_over": {"files": self.carried.files, "bytes": self.carried.size,
                                  "kept_as_safeguard_kept": self.carried.kept}
                 if self.carried else None}
@@ -366,6 +394,19 @@ def write_conda_meta(prefix: Path, state: EnvState, old_prefix: Path | None = No
         (prefix / FROZEN_MARK).write_text(text, encoding="utf-8")
     if old_prefix is not None and (old_prefix / PROTECT_MARK).is_file():
         shutil.copy2(old_prefix / PROTECT_MARK, prefix / PROTECT_MARK)
+
+
+def _refuse_unavailable(plan: RestorePlan, reused: Reused) -> None:
+    """A package that was to be kept but failed its check needs a package file after all."""
+    failed = set(plan.reuse) - set(reused.packages)
+    lacking = [p.record.dist_str for p in plan.packages
+               if p.record.name in failed and p.kind == "missing"]
+    if lacking:
+        raise RestoreError(
+            f"{plural(len(lacking), 'package')} of the env could not be kept as they are "
+            f"({'; '.join(reused.rejected[:3])}) and no package file for "
+            f"{', '.join(lacking[:5])} is here (no pin, not in conda's package cache"
+            f"{', and --offline forbids downloads' if plan.offline else ''}).")
 
 
 def _install(plan: RestorePlan, job: InstallJob) -> None:
@@ -423,24 +464,35 @@ def _replace(plan: RestorePlan, store: Store, say: Progress, before: str | None,
         if plan.replaces:
             step = "listing the files no package owns in the env being replaced"
             found = unowned(target)
+        # the new env starts as a folder we made (its inode tells recover it is ours), seeded
+        # with the unchanged packages of the env being replaced
+        fresh = staging / "prefix"
+        fresh.mkdir()
+        journal.new_ino = os.lstat(fresh).st_ino
+        journal.save()
+        reused = None
+        if plan.reuse:
+            step = "checking the unchanged packages of the env being replaced"
+            say(f"{step} ({plural(len(plan.reuse), 'package')})")
+            reused = seed(target, fresh, plan.reuse)
+            say(reused.describe())
+            _refuse_unavailable(plan, reused)
         if tool.in_place:
-            # conda fills a folder we made (it keeps its inode, so recover knows it as ours),
-            # swapped in for the old env in one step: the path is never empty
-            empty = staging / "prefix"
-            empty.mkdir()
-            journal.new_ino = os.lstat(empty).st_ino
-            journal.save()
+            # conda fills it at the path, swapped in for the old env in one step: the path is
+            # never empty
             if old is not None:
-                exchange(target, empty)  # the journal already says where each one goes
-                os.rename(empty, old)
+                exchange(target, fresh)  # the journal already says where each one goes
+                os.rename(fresh, old)
             else:
                 if target.is_dir():
                     target.rmdir()  # an empty folder the user made
-                os.rename(empty, target)
-        step = f"installing {plural(len(plan.packages), 'package')} with {tool.name}"
+                os.rename(fresh, target)
+        seeded = frozenset(reused.packages if reused else ())
+        todo = [p for p in plan.packages if p.record.name not in seeded]
+        step = f"installing {plural(len(todo), 'package')} with {tool.name}"
         say(f"{step} ({plan.method})")
-        job = InstallJob(build, target, plan.packages, staging, plan.pkgs_dirs, plan.offline,
-                         plan.platform)
+        job = InstallJob(build, target, todo, staging, plan.pkgs_dirs, plan.offline,
+                         plan.platform, kept=seeded)
         with store.reading_lock():  # prune must not take pins away while we read them
             _install(plan, job)
         step = "restoring conda-meta (history, env vars, frozen marker) and env config"
@@ -471,7 +523,8 @@ def _replace(plan: RestorePlan, store: Store, say: Progress, before: str | None,
         step = "verifying"
         say(f"verifying {target} against snapshot {plan.info.short_id}")
         report = verify(target, expected_state(plan.state, plan.pip))
-        result = RestoreResult(plan, report, plan.pip, pip_note, carried=carried)
+        result = RestoreResult(plan, report, plan.pip, pip_note, carried=carried,
+                               reused=reused)
         if old is not None and not result.may_replace:  # never trade a working env for a worse one
             roll_back(journal, say)
             result.rolled_back = True

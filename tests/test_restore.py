@@ -190,8 +190,8 @@ def test_failure_midway_cleans_up(world: World, monkeypatch: pytest.MonkeyPatch,
     cache_before = tree_hashes(world.pkgs, skip_meta_json=False)
 
     def half_install(self, job):  # writes files, then the disk is full
-        (job.build_prefix / "conda-meta").mkdir(parents=True)
-        (job.build_prefix / "share").mkdir()
+        (job.build_prefix / "conda-meta").mkdir(parents=True, exist_ok=True)  # may be seeded
+        (job.build_prefix / "share").mkdir(exist_ok=True)
         (job.build_prefix / "share" / "half.txt").write_text("x" * 1000)
         raise OSError(errno.ENOSPC, "No space left on device")
 

@@ -80,6 +80,9 @@ def _add_restore_options(p: argparse.ArgumentParser) -> None:
                    help="never use the network: package files from the store and caches only")
     p.add_argument("--solve", action="store_true",
                    help="solve from the snapshot's environment.yml instead of using package files")
+    p.add_argument("--rebuild", action="store_true",
+                   help="install every package afresh; by default the packages an env at the "
+                   "target has exactly as the snapshot does are kept (each file checked first)")
     pip = p.add_argument_group("pip packages", "Reinstalling runs code from the sources the "
                                "snapshot recorded: it is shown and needs a y at the terminal or "
                                "--yes. A package that cannot come back is refused unless named.")
@@ -113,7 +116,7 @@ def _plan(rt: Runtime, args: argparse.Namespace, info: SnapshotInfo, target: Pat
                         solve=args.solve,
                         pkgs_dirs=find_pkgs_dirs(rt.locator.condarc, rt.locator.root_prefix),
                         progress=rt.info, root_prefix=rt.locator.root_prefix,
-                        pip_policy=policy)
+                        pip_policy=policy, reuse=not args.rebuild)
 
 
 def _consent_to_pip(rt: Runtime, args: argparse.Namespace, plan: RestorePlan) -> None:
@@ -228,6 +231,8 @@ def _report(rt: Runtime, plan: RestorePlan, result: RestoreResult, before: Guard
     else:
         rt.out(f"restored {plan.target} from snapshot {plan.info.short_id}: "
                f"{result.report.verdict}")
+    if result.reused is not None:
+        rt.out(f"  {result.reused.describe()}")
     if result.carried is not None:
         rt.out(f"  {result.carried.describe()}")
     if plan.state.config:

@@ -3,6 +3,7 @@ identical, also after `conda clean --all` and after the packages left the channe
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -99,8 +100,17 @@ def test_undo_after_an_update_whose_version_left_the_channel(
     own_channel.remove("liba", "2.0")
     conda("clean", "--all", "-y")
 
-    ok(safeguard("undo", "-p", prefix, "--yes", allow="upd"))
+    seen = {s["id"] for s in json.loads(ok(safeguard("list", prefix, "--json")).stdout)}
+    proc = ok(safeguard("undo", "-p", prefix, "--yes", allow="upd"))
     assert explicit(conda, prefix) == v1
+    # only liba changed: conda added it to the env seeded with the two others
+    assert "kept 2 unchanged packages" in proc.stdout, proc.stdout
+    # the plugin in that conda took no snapshot of the half-built env (2 packages): new are
+    # the one after the undo (newest first) and the one before it, each with all 3 packages
+    new = [s for s in json.loads(ok(safeguard("list", prefix, "--json")).stdout)
+           if s["id"] not in seen]
+    assert [s["reason"].split(":")[0] for s in new] == ["undo", "before undo"], new
+    assert all(s["counts"]["conda"] == 3 for s in new), new
     # the undo snapshotted 2.0 first: undoing the undo brings back a version no channel has
     proc = ok(safeguard("undo", "-p", prefix, "--yes", "--offline", allow="upd"))
     assert "byte-identical" in proc.stdout

@@ -1,0 +1,234 @@
+"""Reusing the unchanged packages of an env that a restore replaces.
+
+An undo of a one-package change should cost what conda takes to change one package, not a
+rebuild of the whole env. So the new env is seeded with the packages the old env and the
+snapshot have in common (same name, version, build and package hash): their files are
+hardlinked from the old env (the old env keeps its own links, so it stays whole until the
+transaction removes it), their conda-meta records copied; the installer then adds only the
+packages that differ.
+
+A package is reused only when every file its record lists is there and, where the record
+gives a sha256, has it: a damaged or hand-edited file makes the package count as changed, so
+the installer puts a fresh copy in (a restore still repairs an env). Records without
+paths_data (written with conda's safety checks disabled) cannot be checked and are
+reinstalled. The old env's records are untrusted input: a path that is absolute, climbs out
+with `..`, or reaches through a symlinked folder is not followed and its package is
+reinstalled. Symlinks are made last, so nothing is ever written through one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .prefix import CondaRecord, record_files
+from .suggest import plural
+from .verify import _COMPILED_TYPES, _sha256, same_package
+
+WORKERS = min(4, (os.cpu_count() or 2) * 2)
+
+
+@dataclass
+class Reused:
+    """What a seeded env took over from the env it replaces."""
+
+    packages: list[str] = field(default_factory=list)  # names, seeded
+    files: int = 0  # files linked (every one with a recorded hash checked first)
+    rejected: list[str] = field(default_factory=list)  # "name: why": installed afresh
+
+    def describe(self) -> str:
+        kept = f"kept {plural(len(self.packages), 'unchanged package')} " \
+            f"({plural(self.files, 'file')}, checked) from the env being replaced"
+        if not self.rejected:
+            return kept
+        n = len(self.rejected)
+        return (f"{kept}; {n} could not be kept and {'is' if n == 1 else 'are'} installed "
+                f"afresh ({'; '.join(self.rejected[:3])}{' …' if n > 3 else ''})")
+
+
+@dataclass
+class _Entry:
+    rel: str
+    kind: str  # "file" | "softlink" | "directory"
+    sha256: str | None  # what the file must hash to (None: nothing recorded, e.g. a .pyc)
+
+
+@dataclass
+class _Package:
+    name: str
+    record_file: str  # conda-meta/<name>-<version>-<build>.json
+    entries: list[_Entry]
+
+
+def _safe_rel(rel: object) -> str | None:
+    """A record's path as a plain relative path inside the prefix, or None."""
+    if not isinstance(rel, str) or not rel or "\0" in rel or rel.startswith(("/", "\\")):
+        return None
+    parts = rel.split("/")
+    if any(p in ("", ".", "..") for p in parts) or rel == "conda-meta" or \
+            parts[0] == "conda-meta":
+        return None
+    return rel
+
+
+def _entries(data: dict[str, Any]) -> list[_Entry] | str:
+    """The files of one record as paths_data lists them, or why they cannot be reused."""
+    paths = (data.get("paths_data") or {}).get("paths") if isinstance(
+        data.get("paths_data"), dict) else None
+    files = data.get("files") or []
+    if not isinstance(paths, list) or not isinstance(files, list):
+        return "its record is malformed"
+    if files and not paths:
+        return "its record has no paths_data (written with conda's safety checks disabled)"
+    out, listed = [], set()
+    for e in paths:
+        rel = _safe_rel(e.get("_path")) if isinstance(e, dict) else None
+        if rel is None:
+            return "its record names a path outside the env"
+        listed.add(rel)
+        kind = e.get("path_type", "hardlink")
+        if kind == "directory":
+            out.append(_Entry(rel, "directory", None))
+        elif kind == "softlink":
+            out.append(_Entry(rel, "softlink", None))
+        else:
+            expected = e.get("sha256_in_prefix") or e.get("sha256")
+            if not expected and kind not in _COMPILED_TYPES:
+                return f"{rel} has no recorded sha256"
+            out.append(_Entry(rel, "file", expected if isinstance(expected, str) else None))
+    if any(f not in listed for f in files if isinstance(f, str)):
+        return "its record lists files that paths_data does not"
+    return out
+
+
+class _Inside:
+    """Whether a folder under the old prefix is reached without leaving it through a symlink."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = os.path.realpath(root)
+        self.known: dict[str, bool] = {}
+
+    def __call__(self, folder: str) -> bool:
+        if folder not in self.known:
+            real = os.path.realpath(folder)
+            self.known[folder] = real == self.root or real.startswith(self.root + os.sep)
+        return self.known[folder]
+
+
+def _check(old: Path, pkg: _Package, inside: _Inside) -> str | None:
+    """Why this package's files in the old env cannot be reused, or None."""
+    for e in pkg.entries:
+        full = os.path.join(old, e.rel)
+        if not inside(os.path.dirname(full)):
+            return f"{e.rel} is reached through a symlink that leaves the env"
+        if e.kind == "softlink":
+            if not os.path.islink(full):
+                return f"{e.rel} is not the symlink its record says"
+            continue
+        if e.kind == "directory":
+            if not os.path.isdir(full) or os.path.islink(full):
+                return f"{e.rel} is not a folder"
+            continue
+        try:
+            st = os.lstat(full)
+        except OSError:
+            return f"{e.rel} is missing"
+        if not os.path.isfile(full) or os.path.islink(full):
+            # a hardlink-type file conda softlinked (allow_softlinks): reinstall, don't guess
+            return f"{e.rel} is not a regular file"
+        if e.sha256 is not None:
+            try:
+                if _sha256(full, st.st_size) != e.sha256:
+                    return f"{e.rel} differs from its recorded sha256"
+            except OSError as err:
+                return f"{e.rel} is unreadable ({err.strerror})"
+    return None
+
+
+def _link(src: str, dest: str) -> None:
+    try:
+        os.link(src, dest, follow_symlinks=False)
+    except FileExistsError:
+        pass  # two packages list one path (conda's clobbering): the first stays
+    except OSError:  # another filesystem, a link count limit: a copy does the same job
+        shutil.copy2(src, dest)
+
+
+def _place(old: Path, new: Path, pkg: _Package) -> int:
+    """Link one checked package's files and folders into `new` (symlinks come later)."""
+    files = 0
+    for e in pkg.entries:
+        dest = os.path.join(new, e.rel)
+        if e.kind == "directory":
+            os.makedirs(dest, exist_ok=True)
+        elif e.kind == "file":
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            _link(os.path.join(old, e.rel), dest)
+            files += 1
+    shutil.copy2(old / "conda-meta" / pkg.record_file, new / "conda-meta" / pkg.record_file)
+    return files
+
+
+def _symlinks(old: Path, new: Path, pkg: _Package) -> None:
+    for e in pkg.entries:
+        if e.kind == "softlink":
+            dest = os.path.join(new, e.rel)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            if not os.path.lexists(dest):
+                os.symlink(os.readlink(os.path.join(old, e.rel)), dest)
+
+
+def reusable(old_records: list[CondaRecord], wanted: dict[str, CondaRecord]) -> set[str]:
+    """Names of the packages the old env has exactly as the snapshot does (by package hash)."""
+    return {r.name for r in old_records
+            if r.name in wanted and same_package(wanted[r.name], r)}
+
+
+def seed(old: Path, new: Path, names: set[str]) -> Reused:
+    """Fill `new` (an empty folder we made) with the packages `names` of the env at `old`,
+    each checked file by file first. Returns what was taken and what was not."""
+    report = Reused()
+    packages: list[_Package] = []
+    for entry in record_files(old):
+        try:
+            with open(entry.path, "rb") as f:
+                data = json.loads(f.read())
+        except (OSError, ValueError):
+            continue
+        name = data.get("name") if isinstance(data, dict) else None
+        if name not in names:
+            continue
+        found = _entries(data)
+        if isinstance(found, str):
+            report.rejected.append(f"{name}: {found}")
+        else:
+            packages.append(_Package(str(name), entry.name, found))
+    inside = _Inside(old)
+    with ThreadPoolExecutor(WORKERS) as pool:  # reading and hashing: the GIL is released
+        problems = list(pool.map(lambda p: _check(old, p, inside), packages))
+    good = []
+    for pkg, problem in zip(packages, problems, strict=True):
+        if problem is None:
+            good.append(pkg)
+        else:
+            report.rejected.append(f"{pkg.name}: {problem}")
+    meta = new / "conda-meta"
+    meta.mkdir(parents=True, exist_ok=True)
+    history = old / "conda-meta" / "history"
+    if history.is_file() and not history.is_symlink():
+        shutil.copy2(history, meta / "history")  # conda knows an env by it
+    else:
+        (meta / "history").touch()
+    for pkg in good:
+        report.files += _place(old, new, pkg)
+        report.packages.append(pkg.name)
+    for pkg in good:  # last: no file of ours is ever written through a symlink
+        _symlinks(old, new, pkg)
+    report.packages.sort()
+    report.rejected.sort()
+    return report
