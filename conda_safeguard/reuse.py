@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .prefix import CondaRecord, record_files
+from .prefix import CondaRecord, paths_in_prefix, record_files
 from .suggest import plural
 from .verify import _COMPILED_TYPES, _sha256, same_package
 
@@ -78,10 +78,9 @@ def _safe_rel(rel: object) -> str | None:
 
 def _entries(data: dict[str, Any]) -> list[_Entry] | str:
     """The files of one record as paths_data lists them, or why they cannot be reused."""
-    paths = (data.get("paths_data") or {}).get("paths") if isinstance(
-        data.get("paths_data"), dict) else None
+    paths = paths_in_prefix(data)  # noarch: python paths as linked, not as packaged
     files = data.get("files") or []
-    if not isinstance(paths, list) or not isinstance(files, list):
+    if not isinstance(data.get("paths_data"), dict) or not isinstance(files, list):
         return "its record is malformed"
     if files and not paths:
         return "its record has no paths_data (written with conda's safety checks disabled)"

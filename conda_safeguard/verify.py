@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from .pins import hash_file
-from .prefix import CondaRecord, read_pip_dists, read_records, record_files, require_env
+from .prefix import (
+    CondaRecord,
+    paths_in_prefix,
+    read_pip_dists,
+    read_records,
+    record_files,
+    require_env,
+)
 from .snapshot import EnvState
 from .suggest import plural
 
@@ -123,7 +130,7 @@ def _sha256(path: str, size: int | None) -> str:
 
 def check_files(prefix: Path, name: str, record: dict[str, Any], report: VerifyReport) -> None:
     """Re-hash the files of one conda-meta record against its paths_data."""
-    paths = (record.get("paths_data") or {}).get("paths") or []
+    paths = paths_in_prefix(record)
     files = [f for f in record.get("files") or () if isinstance(f, str)]
     listed = {e.get("_path") for e in paths if isinstance(e, dict)}
     not_in_paths = [f for f in files if f not in listed]

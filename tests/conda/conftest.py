@@ -186,7 +186,8 @@ class Roots:
             return self._ready[conda.version]
         root = self.dir / conda.version
         with _locked(self.dir / f".{conda.version}.lock"):
-            if not (root / "bin" / "conda").is_file():
+            reused = (root / "bin" / "conda").is_file()
+            if not reused:
                 if root.exists():
                     shutil.rmtree(root)  # a build that died half-way
                 _run([str(conda.wheel.parent / "make-root.sh"), conda.version, str(root)],
@@ -194,10 +195,10 @@ class Roots:
             python = str(root / "bin" / "python")
             wheel = str(self.plugin_wheel())
             # as a user installs it: dependencies from the index, then this checkout's code
-            # (reinstalled: a reused root may hold an older build of the same version)
             _run([python, "-m", "pip", "install", "-q", wheel], "pip install of the plugin")
-            _run([python, "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps", wheel],
-                 "pip reinstall of the plugin")
+            if reused:  # it may hold an older build of the same version: pip kept that one
+                _run([python, "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps",
+                      wheel], "pip reinstall of the plugin")
         self._ready[conda.version] = root
         return root
 
@@ -245,6 +246,15 @@ def conda_version(conda_under_test: CondaUnderTest, conda_exe: list[str]) -> tup
     match = re.search(r"(\d+(?:\.\d+)+)", out)
     assert match, f"cannot read the version of {conda_exe}: {out!r}"
     return version_key(match.group(1))
+
+
+@pytest.fixture(autouse=True)
+def no_cuda_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ``__cuda`` virtual package: without this, every solving conda command (and every
+    restore that runs conda) spawns a process looking for libcuda first, 0.5-0.8 s each, the
+    largest single cost of a test here. The test channel is noarch; a GPU changes nothing the
+    tests check (it would only add ``__cuda`` to conda's solve on a machine that has one)."""
+    monkeypatch.setenv("CONDA_OVERRIDE_CUDA", "")
 
 
 @pytest.fixture

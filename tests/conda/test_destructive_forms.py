@@ -88,13 +88,16 @@ def test_every_form_destroys_without_the_plugin(run_conda, make_env, channel, tm
                                                 conda_version):
     """The forms above are real: with protection off, conda destroys or replaces the env
     (or, where that version of conda refuses by itself, leaves it with its own error)."""
+    # offline: conda 26.x fetches the env file's `nodefaults` as a channel from the network
+    # (3 retries, ~7 s a form, after it already removed the env); offline it replaces the env.
+    plugin_off = {"CONDA_PLUGINS_SAFEGUARD_ENABLED": "false", "CONDA_OFFLINE": "true"}
     outcomes = {}
     for form, make_args in FORMS.items():
         keep = make_env("keep")
         make_env("scratch-tmp", ["python", "libc=1.0"])
         before = records(keep)
         proc = run_conda(*make_args(channel.url, tmp_path, conda_version), check=False,
-                         env={"CONDA_PLUGINS_SAFEGUARD_ENABLED": "false"})
+                         env=plugin_off)
         gone = not (keep / "conda-meta").is_dir() or records(keep) != before
         outcomes[form] = "changed" if gone else f"kept, exit {proc.returncode}"
         for name in ("keep", "scratch-tmp", "kept2"):

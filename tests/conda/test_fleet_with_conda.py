@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.factory import read_prefix_records
 
 
@@ -52,6 +54,8 @@ def test_install_into_base_warns_and_the_setting_silences_it(
     assert "installing into base" not in proc.stderr
 
 
+@pytest.mark.newest_conda_only  # the lint is ours; the create hook on every version:
+# test_destructive_forms.py
 def test_generic_name_gets_a_note_on_create(conda, channel) -> None:  # type: ignore[no-untyped-def]
     proc = conda("create", "-n", "myenv", "liba", "-y", *offline(channel))
     assert proc.returncode == 0, proc.stderr
@@ -80,6 +84,8 @@ def test_pack_and_unpack_an_env_conda_made(conda, channel, tmp_path: Path) -> No
     assert (dest / "bin" / "tool").read_bytes() == b"#!/bin/sh\necho tool 0.1\n"
 
 
+@pytest.mark.newest_conda_only  # retire (select, snapshot, delete) is ours; conda only made
+# the envs
 def test_retire_removes_a_temp_env_conda_made_after_a_snapshot(conda, channel) -> None:  # type: ignore[no-untyped-def]
     assert conda("create", "-n", "sweep-tmp", "liba", "-y", *offline(channel)).returncode == 0
     assert conda("create", "-n", "keep-me-liba1", "liba", "-y", *offline(channel)).returncode == 0

@@ -99,14 +99,17 @@ def _stage_file(stage: Path, rel: str, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def build_noarch_python(recipe: dict[str, Any], out_dir: Path, work: Path) -> Path:
-    """A `.conda` of this checkout: the recipe's build script's files plus its metadata."""
+def build_noarch_python(recipe: dict[str, Any], out_dir: Path, work: Path,
+                        wheel: Path | None = None) -> Path:
+    """A `.conda` of this checkout: the recipe's build script's files plus its metadata.
+    ``wheel``: this checkout already built into a wheel (else it is built here)."""
     from conda_package_handling import api as cph
 
-    wheels = work / "wheel"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels),
-                    str(REPO)], check=True, capture_output=True, text=True)
-    (wheel,) = wheels.glob("*.whl")
+    if wheel is None:
+        wheels = work / "wheel"
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                        str(wheels), str(REPO)], check=True, capture_output=True, text=True)
+        (wheel,) = wheels.glob("*.whl")
     stage = work / "stage"
     with zipfile.ZipFile(wheel) as zf:  # noarch: python keeps site-packages/ relative
         for member in zf.infolist():
@@ -223,10 +226,36 @@ def _root_python_facts(root: Path) -> dict[str, Any]:
     return found
 
 
+def copy_root(source: Path, dest: Path) -> None:
+    """A make-root.sh root copied to ``dest``, its envs and package cache left out. A venv
+    names its own path (the scripts' #! lines, `conda init`'s files): rewritten to ``dest``."""
+    shutil.copytree(source, dest, symlinks=True,
+                    ignore=lambda d, names: [n for n in names if Path(d) == source and
+                                             n in ("envs", "pkgs")])
+    for sub in ("envs", "pkgs"):
+        (dest / sub).mkdir()
+    old, new = str(source).encode(), str(dest).encode()
+    for path in dest.rglob("*"):
+        if path.is_file() and not path.is_symlink() and path.suffix != ".pyc":  # marshalled
+            data = path.read_bytes()
+            if old in data:
+                path.write_bytes(data.replace(old, new))
+
+
 @pytest.fixture
-def fresh_root(conda_under_test: Any, conda_exe: list[str], tmp_path: Path) -> Path:
-    """A new conda root of the version under test, without this project in it (the roots the
-    other tests share have it pip-installed)."""
+def fresh_root(conda_under_test: Any, conda_exe: list[str], conda_root_prefix: Path | None,
+               tmp_path: Path) -> Path:
+    """A conda root of the version under test without this project in it: the root the other
+    tests share (made by make-root.sh, this project pip-installed) copied and the project
+    pip-uninstalled, as a user removes it; a new root from make-root.sh (~15 s) for a conda
+    given from outside."""
+    if conda_root_prefix is not None:
+        root = tmp_path / f"root-{conda_under_test.version}"
+        copy_root(conda_root_prefix, root)
+        proc = subprocess.run([str(root / "bin" / "python"), "-m", "pip", "uninstall", "-y",
+                               "conda-safeguard"], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return root
     wheel = getattr(conda_under_test, "wheel", None)
     script = wheel.parent / "make-root.sh" if wheel is not None else _make_root_script()
     if script is None:
@@ -239,12 +268,14 @@ def fresh_root(conda_under_test: Any, conda_exe: list[str], tmp_path: Path) -> P
     return root
 
 
-def test_conda_install_from_a_local_channel_protects(fresh_root: Path, tmp_path: Path) -> None:
+def test_conda_install_from_a_local_channel_protects(fresh_root: Path, conda_roots: Any,
+                                                     tmp_path: Path) -> None:
     root = fresh_root
     facts = _root_python_facts(root)
     recipe = load_recipe()
     channel = LocalChannel(tmp_path / "channel")
-    pkg = build_noarch_python(recipe, channel.path / "noarch", tmp_path / "work")
+    pkg = build_noarch_python(recipe, channel.path / "noarch", tmp_path / "work",
+                              wheel=conda_roots.plugin_wheel())  # built once a session
     # stand-ins for conda-forge's python and run deps, matching what the root already has
     channel.add("python", facts["python"],
                 files={f"lib/python{facts['mm']}/site-packages/.conda-python-stub": b""})

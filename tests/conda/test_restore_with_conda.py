@@ -115,3 +115,22 @@ def test_undo_after_an_update_whose_version_left_the_channel(
     proc = ok(safeguard("undo", "-p", prefix, "--yes", "--offline", allow="upd"))
     assert "byte-identical" in proc.stdout
     assert explicit(conda, prefix) == v2
+
+
+def test_undo_keeps_a_noarch_python_package_whose_paths_conda_records_as_packaged(
+        setup, conda_root: Path, own_channel: LocalChannel) -> None:
+    # conda writes a noarch: python package's paths_data as the package has them
+    # (site-packages/nap/…), its `files` as linked (lib/python3.11/site-packages/nap/…)
+    conda, safeguard, channel_args = setup
+    own_channel.add("nap", "1.0", noarch="python", depends=["python"],
+                    files={"site-packages/nap/__init__.py": b"V = 1\n"})
+    own_channel.index()
+    prefix = conda_root / "envs" / "nap"
+    conda("create", "-p", prefix, *channel_args, "python", "liba=1.0", "nap", "-y")
+    assert (prefix / "lib/python3.11/site-packages/nap/__init__.py").is_file()
+    assert "byte-identical" in ok(safeguard("verify", "-p", prefix)).stdout
+    ok(safeguard("backup", "-p", prefix))
+    conda("install", "-p", prefix, *channel_args, "liba=2.0", "-y")
+    proc = ok(safeguard("undo", "-p", prefix, "--yes", allow="nap"))
+    assert "byte-identical" in proc.stdout and "kept 2 unchanged packages" in proc.stdout, \
+        proc.stdout
