@@ -522,7 +522,8 @@ def _replace(plan: RestorePlan, store: Store, say: Progress, before: str | None,
         pip_note = install_pip(target, plan.pip, offline=plan.offline, progress=say, old=old)
         step = "verifying"
         say(f"verifying {target} against snapshot {plan.info.short_id}")
-        report = verify(target, expected_state(plan.state, plan.pip))
+        report = verify(target, expected_state(plan.state, plan.pip),
+                        checked=reused.checked if reused else None)
         result = RestoreResult(plan, report, plan.pip, pip_note, carried=carried,
                                reused=reused)
         # never trade a working env for a worse one, and never leave one whose files differ

@@ -28,7 +28,7 @@ from typing import Any
 
 from .prefix import CondaRecord, paths_in_prefix, record_files
 from .suggest import plural
-from .verify import _COMPILED_TYPES, _sha256, same_package
+from .verify import _COMPILED_TYPES, Checked, _sha256, same_package, stamp
 
 WORKERS = min(4, (os.cpu_count() or 2) * 2)
 
@@ -40,6 +40,7 @@ class Reused:
     packages: list[str] = field(default_factory=list)  # names, seeded
     files: int = 0  # files linked (every one with a recorded hash checked first)
     rejected: list[str] = field(default_factory=list)  # "name: why": installed afresh
+    checked: Checked = field(default_factory=dict)  # files hashed here: verify needn't again
 
     def describe(self) -> str:
         kept = f"kept {plural(len(self.packages), 'unchanged package')} " \
@@ -119,8 +120,9 @@ class _Inside:
         return self.known[folder]
 
 
-def _check(old: Path, pkg: _Package, inside: _Inside) -> str | None:
-    """Why this package's files in the old env cannot be reused, or None."""
+def _check(old: Path, pkg: _Package, inside: _Inside, checked: Checked) -> str | None:
+    """Why this package's files in the old env cannot be reused, or None. Records each file
+    it hashed in `checked` (the new env links the same inode)."""
     for e in pkg.entries:
         full = os.path.join(old, e.rel)
         if not inside(os.path.dirname(full)):
@@ -146,6 +148,7 @@ def _check(old: Path, pkg: _Package, inside: _Inside) -> str | None:
                     return f"{e.rel} differs from its recorded sha256"
             except OSError as err:
                 return f"{e.rel} is unreadable ({err.strerror})"
+            checked[e.rel] = stamp(st)
     return None
 
 
@@ -209,12 +212,15 @@ def seed(old: Path, new: Path, names: set[str]) -> Reused:
             packages.append(_Package(str(name), entry.name, found))
     inside = _Inside(old)
     with ThreadPoolExecutor(WORKERS) as pool:  # reading and hashing: the GIL is released
-        problems = list(pool.map(lambda p: _check(old, p, inside), packages))
+        parts: list[Checked] = [{} for _ in packages]
+        problems = list(pool.map(lambda i: _check(old, packages[i], inside, parts[i]),
+                                 range(len(packages))))
     good = []
-    for pkg, problem in zip(packages, problems, strict=True):
+    for pkg, problem, part in zip(packages, problems, parts, strict=True):
         if problem is None:
             good.append(pkg)
         else:
+            part.clear()  # not linked: nothing of it to vouch for
             report.rejected.append(f"{pkg.name}: {problem}")
     meta = new / "conda-meta"
     meta.mkdir(parents=True, exist_ok=True)
@@ -226,6 +232,8 @@ def seed(old: Path, new: Path, names: set[str]) -> Reused:
     for pkg in good:
         report.files += _place(old, new, pkg)
         report.packages.append(pkg.name)
+    for part in parts:
+        report.checked.update(part)
     for pkg in good:  # last: no file of ours is ever written through a symlink
         _symlinks(old, new, pkg)
     report.packages.sort()

@@ -139,3 +139,16 @@ def test_a_damaged_kept_package_with_no_package_file_is_refused(world: World) ->
     assert r.code == 1, r.out + r.err
     assert "could not be kept as they are" in r.err and "tool-0.1-0" in r.err, r.err
     assert tree_hashes(prefix, skip_meta_json=False) == state
+
+
+def test_verify_reads_again_a_file_replaced_after_it_was_checked(world: World) -> None:
+    from conda_safeguard.verify import stamp, verify
+
+    prefix = world.env("stamp")
+    readme = prefix / "share" / "tool" / "README"
+    checked = {"share/tool/README": stamp(os.lstat(readme))}
+    assert verify(prefix, checked=checked).files_checked == 6  # counted, not read again
+    readme.unlink()
+    readme.write_text("tool 6.6\n")  # another inode: the earlier check says nothing about it
+    report = verify(prefix, checked=checked)
+    assert report.bad_files == ["tool: share/tool/README: sha256 differs"]
