@@ -39,11 +39,15 @@ class Reused:
 
     packages: list[str] = field(default_factory=list)  # names, seeded
     files: int = 0  # files linked (every one with a recorded hash checked first)
+    unhashed: int = 0  # of them, made at install time (.pyc, entry points): no hash to check
     rejected: list[str] = field(default_factory=list)  # "name: why": installed afresh
 
     def describe(self) -> str:
+        checked = "checked" if not self.unhashed else \
+            f"{self.files - self.unhashed} checked, {self.unhashed} made at install time " \
+            "(.pyc, entry points) with no recorded hash to check"
         kept = f"kept {plural(len(self.packages), 'unchanged package')} " \
-            f"({plural(self.files, 'file')}, checked) from the env being replaced"
+            f"({plural(self.files, 'file')}, {checked}) from the env being replaced"
         if not self.rejected:
             return kept
         n = len(self.rejected)
@@ -158,9 +162,8 @@ def _link(src: str, dest: str) -> None:
         shutil.copy2(src, dest)
 
 
-def _place(old: Path, new: Path, pkg: _Package) -> int:
+def _place(old: Path, new: Path, pkg: _Package, report: Reused) -> None:
     """Link one checked package's files and folders into `new` (symlinks come later)."""
-    files = 0
     for e in pkg.entries:
         dest = os.path.join(new, e.rel)
         if e.kind == "directory":
@@ -168,9 +171,9 @@ def _place(old: Path, new: Path, pkg: _Package) -> int:
         elif e.kind == "file":
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             _link(os.path.join(old, e.rel), dest)
-            files += 1
+            report.files += 1
+            report.unhashed += e.sha256 is None
     shutil.copy2(old / "conda-meta" / pkg.record_file, new / "conda-meta" / pkg.record_file)
-    return files
 
 
 def _symlinks(old: Path, new: Path, pkg: _Package) -> None:
@@ -183,9 +186,22 @@ def _symlinks(old: Path, new: Path, pkg: _Package) -> None:
 
 
 def reusable(old_records: list[CondaRecord], wanted: dict[str, CondaRecord]) -> set[str]:
-    """Names of the packages the old env has exactly as the snapshot does (by package hash)."""
+    """Names of the packages the old env has exactly as the snapshot does (by package hash).
+
+    A noarch: python package is linked into its python's site-packages
+    (lib/python3.12/site-packages): it is kept only where the snapshot's python has the same
+    major.minor as the old env's, else it would stay in a folder the restored python ignores."""
+    old_python = next((r for r in old_records if r.name == "python"), None)
+    new_python = wanted.get("python")
+    same_site = old_python is not None and new_python is not None and \
+        _minor(old_python.version) == _minor(new_python.version)
     return {r.name for r in old_records
-            if r.name in wanted and same_package(wanted[r.name], r)}
+            if r.name in wanted and same_package(wanted[r.name], r)
+            and (r.noarch != "python" or same_site)}
+
+
+def _minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
 
 
 def seed(old: Path, new: Path, names: set[str]) -> Reused:
@@ -224,7 +240,7 @@ def seed(old: Path, new: Path, names: set[str]) -> Reused:
     else:
         (meta / "history").touch()
     for pkg in good:
-        report.files += _place(old, new, pkg)
+        _place(old, new, pkg, report)
         report.packages.append(pkg.name)
     for pkg in good:  # last: no file of ours is ever written through a symlink
         _symlinks(old, new, pkg)
