@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .prefix import CondaRecord, paths_in_prefix, record_files
+from .exceptions import CorruptEnvError
+from .prefix import CondaRecord, paths_in_prefix, read_record, record_files
 from .suggest import plural
 from .verify import _COMPILED_TYPES, _sha256, same_package
 
@@ -204,19 +205,24 @@ def _minor(version: str) -> str:
     return ".".join(version.split(".")[:2])
 
 
-def seed(old: Path, new: Path, names: set[str]) -> Reused:
-    """Fill `new` (an empty folder we made) with the packages `names` of the env at `old`,
-    each checked file by file first. Returns what was taken and what was not."""
+def seed(old: Path, new: Path, wanted: dict[str, CondaRecord]) -> Reused:
+    """Fill `new` (an empty folder we made) with the packages `wanted` (name -> the snapshot's
+    record) of the env at `old`, each checked file by file first. Returns what was taken and
+    what was not."""
     report = Reused()
     packages: list[_Package] = []
     for entry in record_files(old):
         try:
             with open(entry.path, "rb") as f:
                 data = json.loads(f.read())
-        except (OSError, ValueError):
-            continue
-        name = data.get("name") if isinstance(data, dict) else None
-        if name not in names:
+            name = data.get("name") if isinstance(data, dict) else None
+            if name not in wanted:
+                continue
+            if not same_package(wanted[name], read_record(Path(entry.path))):
+                # the env changed since the plan was made (a conda command, a rolled-back restore)
+                report.rejected.append(f"{name}: it is no longer the snapshot's build")
+                continue
+        except (OSError, ValueError, CorruptEnvError):
             continue
         found = _entries(data)
         if isinstance(found, str):

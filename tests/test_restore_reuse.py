@@ -168,3 +168,24 @@ def test_undo_of_a_python_minor_upgrade_does_not_keep_noarch_python_packages(
     assert "kept 1 unchanged package " in r.out, r.out  # liba; not nap
     assert (prefix / "lib/python3.11/site-packages/nap/__init__.py").is_file()
     assert not (prefix / "lib/python3.12").exists()
+
+
+def test_a_package_changed_after_the_plan_was_made_is_not_kept(world: World) -> None:
+    # the plan is made, the user answers the prompt later: conda changed libc meanwhile
+    from conda_safeguard.restore import apply_restore, plan_restore
+    from conda_safeguard.store import Store
+
+    prefix = world.env("late", ["python", "liba=1.0", "libb", "libc=1.0"])
+    world.run("backup", "-n", "late")
+    install_env(prefix, world.channel, ["python", "liba=2.0", "libb", "libc=1.0"],
+                cache_dir=world.pkgs)
+    store = Store.open(world.store, create=False)
+    (info,) = store.snapshots_of(prefix)
+    plan = plan_restore(store, info, prefix, offline=True, pkgs_dirs=[world.pkgs])
+    assert "libc" in plan.reuse
+    install_env(prefix, world.channel, ["python", "liba=2.0", "libb", "libc=1.1"],
+                cache_dir=world.pkgs)
+    result = apply_restore(plan, store=store)
+    assert result.ok and not result.rolled_back, result.report.details()
+    assert "libc: it is no longer the snapshot's build" in result.reused.rejected
+    assert package_set(prefix)["libc"][0] == "1.0"
