@@ -29,7 +29,7 @@ from typing import Any
 from .exceptions import CorruptEnvError
 from .prefix import CondaRecord, paths_in_prefix, read_record, record_files
 from .suggest import plural
-from .verify import _COMPILED_TYPES, _sha256, same_package
+from .verify import _COMPILED_TYPES, Checked, _sha256, same_package, stamp
 
 WORKERS = min(4, (os.cpu_count() or 2) * 2)
 
@@ -42,6 +42,7 @@ class Reused:
     files: int = 0  # files linked (every one with a recorded hash checked first)
     unhashed: int = 0  # of them, made at install time (.pyc, entry points): no hash to check
     rejected: list[str] = field(default_factory=list)  # "name: why": installed afresh
+    checked: Checked = field(default_factory=dict)  # files hashed here: verify needn't again
 
     def describe(self) -> str:
         checked = "checked" if not self.unhashed else \
@@ -124,8 +125,9 @@ class _Inside:
         return self.known[folder]
 
 
-def _check(old: Path, pkg: _Package, inside: _Inside) -> str | None:
-    """Why this package's files in the old env cannot be reused, or None."""
+def _check(old: Path, pkg: _Package, inside: _Inside, checked: Checked) -> str | None:
+    """Why this package's files in the old env cannot be reused, or None. Records each file
+    it hashed in `checked` (the new env links the same inode)."""
     for e in pkg.entries:
         full = os.path.join(old, e.rel)
         if not inside(os.path.dirname(full)):
@@ -151,6 +153,7 @@ def _check(old: Path, pkg: _Package, inside: _Inside) -> str | None:
                     return f"{e.rel} differs from its recorded sha256"
             except OSError as err:
                 return f"{e.rel} is unreadable ({err.strerror})"
+            checked[e.rel] = stamp(st)
     return None
 
 
@@ -231,12 +234,15 @@ def seed(old: Path, new: Path, wanted: dict[str, CondaRecord]) -> Reused:
             packages.append(_Package(str(name), entry.name, found))
     inside = _Inside(old)
     with ThreadPoolExecutor(WORKERS) as pool:  # reading and hashing: the GIL is released
-        problems = list(pool.map(lambda p: _check(old, p, inside), packages))
+        parts: list[Checked] = [{} for _ in packages]
+        problems = list(pool.map(lambda i: _check(old, packages[i], inside, parts[i]),
+                                 range(len(packages))))
     good = []
-    for pkg, problem in zip(packages, problems, strict=True):
+    for pkg, problem, part in zip(packages, problems, parts, strict=True):
         if problem is None:
             good.append(pkg)
         else:
+            part.clear()  # not linked: nothing of it to vouch for
             report.rejected.append(f"{pkg.name}: {problem}")
     meta = new / "conda-meta"
     meta.mkdir(parents=True, exist_ok=True)
@@ -248,6 +254,8 @@ def seed(old: Path, new: Path, wanted: dict[str, CondaRecord]) -> Reused:
     for pkg in good:
         _place(old, new, pkg, report)
         report.packages.append(pkg.name)
+    for part in parts:
+        report.checked.update(part)
     for pkg in good:  # last: no file of ours is ever written through a symlink
         _symlinks(old, new, pkg)
     report.packages.sort()

@@ -370,7 +370,7 @@ def roll_back(j: Journal, say: Progress) -> str:
     Removes only what this transaction built, known by its inode."""
     target = Path(j.target)
     if j.old_ino is None:  # nothing was there before: only an unfinished new env to remove
-        if j.in_place and os.path.lexists(target):
+        if os.path.lexists(target) and (j.in_place or _inode(target) == j.new_ino):
             if not _ours(j, target):
                 raise _not_ours(j, target)
             remove_tree(target)

@@ -189,3 +189,16 @@ def test_a_package_changed_after_the_plan_was_made_is_not_kept(world: World) -> 
     assert result.ok and not result.rolled_back, result.report.details()
     assert "libc: it is no longer the snapshot's build" in result.reused.rejected
     assert package_set(prefix)["libc"][0] == "1.0"
+
+
+def test_verify_reads_again_a_file_replaced_after_it_was_checked(world: World) -> None:
+    from conda_safeguard.verify import stamp, verify
+
+    prefix = world.env("stamp")
+    readme = prefix / "share" / "tool" / "README"
+    checked = {"share/tool/README": stamp(os.lstat(readme))}
+    assert verify(prefix, checked=checked).files_checked == 6  # counted, not read again
+    readme.unlink()
+    readme.write_text("tool 6.6\n")  # another inode: the earlier check says nothing about it
+    report = verify(prefix, checked=checked)
+    assert report.bad_files == ["tool: share/tool/README: sha256 differs"]

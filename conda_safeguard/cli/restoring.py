@@ -225,9 +225,11 @@ def _report(rt: Runtime, plan: RestorePlan, result: RestoreResult, before: Guard
                       "snapshot_before": taken, "snapshot_after": after})
         return
     if result.rolled_back:
+        undone = "the env that was there is unchanged (put back)" if plan.replaces else \
+            f"nothing was left at {plan.target}"
         rt.out(f"NOT restored: {plan.target} built from snapshot {plan.info.short_id} "
                f"{result.report.verdict.replace('byte-identical', 'is identical but pip failed')}"
-               f"; the env that was there is unchanged (put back)")
+               f"; {undone}")
     else:
         rt.out(f"restored {plan.target} from snapshot {plan.info.short_id}: "
                f"{result.report.verdict}")
