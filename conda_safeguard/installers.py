@@ -162,13 +162,15 @@ class CondaCLI(Installer):
 
 
 def checked_linking(environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
-    """conda's own checks, switched on for the env we build, unless the user chose otherwise
-    in the environment: `safety_checks: enabled` makes conda verify every file before linking
-    it and stop on a damaged package (its default `warn` goes on), and it is what makes conda
-    write each file's sha256 into the record's paths_data (with `disabled` the list is empty,
-    leaving nothing for `verify` or `conda doctor` to check). `extra_safety_checks` re-hashes
-    each package file against its paths.json, so a tampered package cache is refused."""
-    wanted = {"CONDA_SAFETY_CHECKS": "enabled", "CONDA_EXTRA_SAFETY_CHECKS": "true"}
+    """conda's own checks for the env we build, unless the user chose otherwise in the
+    environment: `safety_checks: enabled` makes conda check every package file before linking
+    and stop on a problem (its default `warn` goes on), and with it conda writes each file's
+    sha256 into the record's paths_data (with `disabled` the list is empty, leaving nothing
+    for `verify` or `conda doctor` to check). `extra_safety_checks` is left as the user has it
+    (conda's default: off): it would hash every file before linking, and restore hashes every
+    linked file against those records afterwards anyway (verify.py), removing a new env whose
+    files differ. The records are the same either way (tests/conda/test_restore_records.py)."""
+    wanted = {"CONDA_SAFETY_CHECKS": "enabled"}
     return {k: v for k, v in wanted.items() if k not in environ}
 
 

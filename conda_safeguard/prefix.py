@@ -237,6 +237,44 @@ def record_files(prefix: Path) -> list[os.DirEntry[str]]:
                 and e.name.count("-") >= 2 and e.is_file()]
 
 
+_SITE_PACKAGES_RE = re.compile(r"^(?:lib/python[^/]+|Lib)/site-packages/(.+)$")
+_SCRIPTS_RE = re.compile(r"^(?:bin|Scripts)/(.+)$")
+
+
+def paths_in_prefix(data: dict[str, Any]) -> list[Any]:
+    """A record's `paths_data` entries, each `_path` where the file is in the env.
+
+    conda writes a noarch: python package's paths_data with the paths the package has
+    (`site-packages/x`, `python-scripts/x`) but its `files` with the paths it linked them to
+    (`lib/python3.11/site-packages/x`, `bin/x`). Such a path is mapped to the entry of `files`
+    it became; anything else is returned as it is (a path in neither stays unmatched).
+    """
+    paths = data["paths_data"].get("paths") if isinstance(data.get("paths_data"), dict) \
+        else None
+    if not isinstance(paths, list):
+        return []
+    raw = data.get("files")
+    files = {f for f in raw if isinstance(f, str)} if isinstance(raw, list) else set()
+    linked: dict[str, str] | None = None  # "site-packages/x" -> the file it became
+    out = []
+    for e in paths:
+        rel = e.get("_path") if isinstance(e, dict) else None
+        if isinstance(rel, str) and rel not in files and \
+                rel.startswith(("site-packages/", "python-scripts/")):
+            if linked is None:
+                linked = {}
+                for f in files:
+                    for top, pattern in (("site-packages", _SITE_PACKAGES_RE),
+                                         ("python-scripts", _SCRIPTS_RE)):
+                        m = pattern.match(f)
+                        if m:
+                            linked[f"{top}/{m.group(1)}"] = f
+            if rel in linked:
+                e = {**e, "_path": linked[rel]}
+        out.append(e)
+    return out
+
+
 def _matches_file_name(record: CondaRecord, file_name: str) -> bool:
     """conda ignores (with a warning) a record whose file name is not its name-version-build."""
     return file_name[: -len(".json")].rsplit("-", 2) == [record.name, record.version, record.build]

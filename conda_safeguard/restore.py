@@ -351,7 +351,7 @@ class RestoreResult:
 
     carried: CarryReport | None = None  # files no package owns, from the replaced env
     reused: Reused | None = None  # unchanged packages taken over from the replaced env
-    rolled_back: bool = False  # it differed, so the env that was there was put back
+    rolled_back: bool = False  # it differed: the env that was there was put back (or none left)
 
     @property
     def ok(self) -> bool:
@@ -474,7 +474,8 @@ def _replace(plan: RestorePlan, store: Store, say: Progress, before: str | None,
         if plan.reuse:
             step = "checking the unchanged packages of the env being replaced"
             say(f"{step} ({plural(len(plan.reuse), 'package')})")
-            reused = seed(target, fresh, plan.reuse)
+            wanted = plan.state.package_map()
+            reused = seed(target, fresh, {n: wanted[n] for n in plan.reuse})
             say(reused.describe())
             _refuse_unavailable(plan, reused)
         if tool.in_place:
@@ -522,10 +523,13 @@ def _replace(plan: RestorePlan, store: Store, say: Progress, before: str | None,
         pip_note = install_pip(target, plan.pip, offline=plan.offline, progress=say, old=old)
         step = "verifying"
         say(f"verifying {target} against snapshot {plan.info.short_id}")
-        report = verify(target, expected_state(plan.state, plan.pip))
+        report = verify(target, expected_state(plan.state, plan.pip),
+                        checked=reused.checked if reused else None)
         result = RestoreResult(plan, report, plan.pip, pip_note, carried=carried,
                                reused=reused)
-        if old is not None and not result.may_replace:  # never trade a working env for a worse one
+        # never trade a working env for a worse one, and never leave one whose files differ
+        # from what conda recorded (a damaged package cache: conda's extra checks are off)
+        if not result.may_replace and (old is not None or report.bad_files):
             roll_back(journal, say)
             result.rolled_back = True
             return result

@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .prefix import CondaRecord, record_files
+from .exceptions import CorruptEnvError
+from .prefix import CondaRecord, paths_in_prefix, read_record, record_files
 from .suggest import plural
-from .verify import _COMPILED_TYPES, _sha256, same_package
+from .verify import _COMPILED_TYPES, Checked, _sha256, same_package, stamp
 
 WORKERS = min(4, (os.cpu_count() or 2) * 2)
 
@@ -39,11 +40,16 @@ class Reused:
 
     packages: list[str] = field(default_factory=list)  # names, seeded
     files: int = 0  # files linked (every one with a recorded hash checked first)
+    unhashed: int = 0  # of them, made at install time (.pyc, entry points): no hash to check
     rejected: list[str] = field(default_factory=list)  # "name: why": installed afresh
+    checked: Checked = field(default_factory=dict)  # files hashed here: verify needn't again
 
     def describe(self) -> str:
+        checked = "checked" if not self.unhashed else \
+            f"{self.files - self.unhashed} checked, {self.unhashed} made at install time " \
+            "(.pyc, entry points) with no recorded hash to check"
         kept = f"kept {plural(len(self.packages), 'unchanged package')} " \
-            f"({plural(self.files, 'file')}, checked) from the env being replaced"
+            f"({plural(self.files, 'file')}, {checked}) from the env being replaced"
         if not self.rejected:
             return kept
         n = len(self.rejected)
@@ -78,10 +84,9 @@ def _safe_rel(rel: object) -> str | None:
 
 def _entries(data: dict[str, Any]) -> list[_Entry] | str:
     """The files of one record as paths_data lists them, or why they cannot be reused."""
-    paths = (data.get("paths_data") or {}).get("paths") if isinstance(
-        data.get("paths_data"), dict) else None
+    paths = paths_in_prefix(data)  # noarch: python paths as linked, not as packaged
     files = data.get("files") or []
-    if not isinstance(paths, list) or not isinstance(files, list):
+    if not isinstance(data.get("paths_data"), dict) or not isinstance(files, list):
         return "its record is malformed"
     if files and not paths:
         return "its record has no paths_data (written with conda's safety checks disabled)"
@@ -120,8 +125,9 @@ class _Inside:
         return self.known[folder]
 
 
-def _check(old: Path, pkg: _Package, inside: _Inside) -> str | None:
-    """Why this package's files in the old env cannot be reused, or None."""
+def _check(old: Path, pkg: _Package, inside: _Inside, checked: Checked) -> str | None:
+    """Why this package's files in the old env cannot be reused, or None. Records each file
+    it hashed in `checked` (the new env links the same inode)."""
     for e in pkg.entries:
         full = os.path.join(old, e.rel)
         if not inside(os.path.dirname(full)):
@@ -147,6 +153,7 @@ def _check(old: Path, pkg: _Package, inside: _Inside) -> str | None:
                     return f"{e.rel} differs from its recorded sha256"
             except OSError as err:
                 return f"{e.rel} is unreadable ({err.strerror})"
+            checked[e.rel] = stamp(st)
     return None
 
 
@@ -159,9 +166,8 @@ def _link(src: str, dest: str) -> None:
         shutil.copy2(src, dest)
 
 
-def _place(old: Path, new: Path, pkg: _Package) -> int:
+def _place(old: Path, new: Path, pkg: _Package, report: Reused) -> None:
     """Link one checked package's files and folders into `new` (symlinks come later)."""
-    files = 0
     for e in pkg.entries:
         dest = os.path.join(new, e.rel)
         if e.kind == "directory":
@@ -169,9 +175,9 @@ def _place(old: Path, new: Path, pkg: _Package) -> int:
         elif e.kind == "file":
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             _link(os.path.join(old, e.rel), dest)
-            files += 1
+            report.files += 1
+            report.unhashed += e.sha256 is None
     shutil.copy2(old / "conda-meta" / pkg.record_file, new / "conda-meta" / pkg.record_file)
-    return files
 
 
 def _symlinks(old: Path, new: Path, pkg: _Package) -> None:
@@ -184,24 +190,42 @@ def _symlinks(old: Path, new: Path, pkg: _Package) -> None:
 
 
 def reusable(old_records: list[CondaRecord], wanted: dict[str, CondaRecord]) -> set[str]:
-    """Names of the packages the old env has exactly as the snapshot does (by package hash)."""
+    """Names of the packages the old env has exactly as the snapshot does (by package hash).
+
+    A noarch: python package is linked into its python's site-packages
+    (lib/python3.12/site-packages): it is kept only where the snapshot's python has the same
+    major.minor as the old env's, else it would stay in a folder the restored python ignores."""
+    old_python = next((r for r in old_records if r.name == "python"), None)
+    new_python = wanted.get("python")
+    same_site = old_python is not None and new_python is not None and \
+        _minor(old_python.version) == _minor(new_python.version)
     return {r.name for r in old_records
-            if r.name in wanted and same_package(wanted[r.name], r)}
+            if r.name in wanted and same_package(wanted[r.name], r)
+            and (r.noarch != "python" or same_site)}
 
 
-def seed(old: Path, new: Path, names: set[str]) -> Reused:
-    """Fill `new` (an empty folder we made) with the packages `names` of the env at `old`,
-    each checked file by file first. Returns what was taken and what was not."""
+def _minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+def seed(old: Path, new: Path, wanted: dict[str, CondaRecord]) -> Reused:
+    """Fill `new` (an empty folder we made) with the packages `wanted` (name -> the snapshot's
+    record) of the env at `old`, each checked file by file first. Returns what was taken and
+    what was not."""
     report = Reused()
     packages: list[_Package] = []
     for entry in record_files(old):
         try:
             with open(entry.path, "rb") as f:
                 data = json.loads(f.read())
-        except (OSError, ValueError):
-            continue
-        name = data.get("name") if isinstance(data, dict) else None
-        if name not in names:
+            name = data.get("name") if isinstance(data, dict) else None
+            if name not in wanted:
+                continue
+            if not same_package(wanted[name], read_record(Path(entry.path))):
+                # the env changed since the plan was made (a conda command, a rolled-back restore)
+                report.rejected.append(f"{name}: it is no longer the snapshot's build")
+                continue
+        except (OSError, ValueError, CorruptEnvError):
             continue
         found = _entries(data)
         if isinstance(found, str):
@@ -210,12 +234,15 @@ def seed(old: Path, new: Path, names: set[str]) -> Reused:
             packages.append(_Package(str(name), entry.name, found))
     inside = _Inside(old)
     with ThreadPoolExecutor(WORKERS) as pool:  # reading and hashing: the GIL is released
-        problems = list(pool.map(lambda p: _check(old, p, inside), packages))
+        parts: list[Checked] = [{} for _ in packages]
+        problems = list(pool.map(lambda i: _check(old, packages[i], inside, parts[i]),
+                                 range(len(packages))))
     good = []
-    for pkg, problem in zip(packages, problems, strict=True):
+    for pkg, problem, part in zip(packages, problems, parts, strict=True):
         if problem is None:
             good.append(pkg)
         else:
+            part.clear()  # not linked: nothing of it to vouch for
             report.rejected.append(f"{pkg.name}: {problem}")
     meta = new / "conda-meta"
     meta.mkdir(parents=True, exist_ok=True)
@@ -225,8 +252,10 @@ def seed(old: Path, new: Path, names: set[str]) -> Reused:
     else:
         (meta / "history").touch()
     for pkg in good:
-        report.files += _place(old, new, pkg)
+        _place(old, new, pkg, report)
         report.packages.append(pkg.name)
+    for part in parts:
+        report.checked.update(part)
     for pkg in good:  # last: no file of ours is ever written through a symlink
         _symlinks(old, new, pkg)
     report.packages.sort()

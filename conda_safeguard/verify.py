@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from .pins import hash_file
-from .prefix import CondaRecord, read_pip_dists, read_records, record_files, require_env
+from .prefix import (
+    CondaRecord,
+    paths_in_prefix,
+    read_pip_dists,
+    read_records,
+    record_files,
+    require_env,
+)
 from .snapshot import EnvState
 from .suggest import plural
 
@@ -121,9 +128,29 @@ def _sha256(path: str, size: int | None) -> str:
     return hash_file(Path(path), "sha256")
 
 
-def check_files(prefix: Path, name: str, record: dict[str, Any], report: VerifyReport) -> None:
+#: rel path -> (inode, size, mtime_ns) of a file hashed and found right moments ago, in this
+#: process (restore seeding an env with the unchanged packages of the one it replaces)
+Checked = dict[str, tuple[int, int, int]]
+
+
+def stamp(st: os.stat_result) -> tuple[int, int, int]:
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _checked_before(full: str, rel: str, checked: Checked | None) -> bool:
+    """The file is the very one hashed before (same inode, size, mtime): not read again."""
+    if not checked or rel not in checked:
+        return False
+    try:
+        return stamp(os.lstat(full)) == checked[rel]
+    except OSError:
+        return False
+
+
+def check_files(prefix: Path, name: str, record: dict[str, Any], report: VerifyReport,
+                checked: Checked | None = None) -> None:
     """Re-hash the files of one conda-meta record against its paths_data."""
-    paths = (record.get("paths_data") or {}).get("paths") or []
+    paths = paths_in_prefix(record)
     files = [f for f in record.get("files") or () if isinstance(f, str)]
     listed = {e.get("_path") for e in paths if isinstance(e, dict)}
     not_in_paths = [f for f in files if f not in listed]
@@ -152,6 +179,9 @@ def check_files(prefix: Path, name: str, record: dict[str, Any], report: VerifyR
             else:
                 unhashed.append(rel)
             continue
+        if _checked_before(full, rel, checked):
+            report.files_checked += 1
+            continue
         try:  # (a hardlink-type file conda softlinked is read through its link)
             actual = _sha256(full, entry.get("size_in_bytes"))
         except FileNotFoundError:
@@ -170,9 +200,11 @@ def check_files(prefix: Path, name: str, record: dict[str, Any], report: VerifyR
 
 
 def verify(prefix: Path, expected: EnvState | None = None, *,
-           progress: Callable[[str], None] | None = None) -> VerifyReport:
+           progress: Callable[[str], None] | None = None,
+           checked: Checked | None = None) -> VerifyReport:
     """Check the env at `prefix`: its files against its own records and, with `expected`, its
-    package set (conda and pip) against a snapshot's. Reads only."""
+    package set (conda and pip) against a snapshot's. Reads only. Files in `checked` that are
+    still the same inode, size and mtime count as compared without being read again."""
     prefix = Path(os.path.abspath(prefix))
     require_env(prefix)
     report = VerifyReport(prefix=str(prefix))
@@ -199,7 +231,7 @@ def verify(prefix: Path, expected: EnvState | None = None, *,
         with open(path, "rb") as f:
             data = json.loads(f.read())
         if isinstance(data, dict) and data.get("name") in installed:
-            check_files(prefix, str(data["name"]), data, part)
+            check_files(prefix, str(data["name"]), data, part, checked)
         return part
 
     paths = sorted(e.path for e in record_files(prefix))

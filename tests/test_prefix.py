@@ -12,6 +12,7 @@ from conda_safeguard.exceptions import CorruptEnvError, EnvNotFoundError, NotAnE
 from conda_safeguard.prefix import (
     canonical_channel,
     norm_pip_name,
+    paths_in_prefix,
     read_env_vars,
     read_frozen,
     read_history,
@@ -400,3 +401,17 @@ def test_no_python_no_pip(make_env) -> None:
     (prefix / SP).mkdir(parents=True)
     add_pip_package(prefix, "orphan", "1.0")
     assert read_pip_dists(prefix, read_records(prefix)) == []
+
+
+def test_paths_in_prefix_maps_noarch_python_paths_to_the_files_conda_linked() -> None:
+    # as conda writes a noarch: python record: paths_data as packaged, files as linked
+    record = {"files": ["lib/python3.12/site-packages/nap/__init__.py", "bin/nap",
+                        "share/nap.txt"],
+              "paths_data": {"paths": [{"_path": "site-packages/nap/__init__.py"},
+                                       {"_path": "python-scripts/nap"},
+                                       {"_path": "share/nap.txt"},
+                                       {"_path": "site-packages/gone.py"}]}}
+    assert [e["_path"] for e in paths_in_prefix(record)] == [
+        "lib/python3.12/site-packages/nap/__init__.py", "bin/nap", "share/nap.txt",
+        "site-packages/gone.py"]  # a path in neither stays as it is: verify calls it missing
+    assert paths_in_prefix({"files": [], "paths_data": {"paths": "nonsense"}}) == []

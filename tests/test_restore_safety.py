@@ -244,6 +244,20 @@ def test_a_tampered_package_rolls_the_restore_back(world: World) -> None:
     assert tree_hashes(prefix) == before and beside(prefix) == []
 
 
+def test_a_new_env_whose_files_differ_is_not_left_behind(world: World) -> None:
+    prefix = world.env("gone")
+    world.run("backup", "-n", "gone")
+    shutil.rmtree(prefix)
+    cached = world.pkgs / "tool-0.1-0" / "bin" / "tool"
+    cached.unlink()
+    cached.write_text("#!/bin/sh\necho tampered\n")
+    r = world.run("restore", "gone", "--yes")
+    assert r.code == 1, r.out + r.err
+    assert "tool: bin/tool: sha256 differs" in r.out
+    assert f"nothing was left at {prefix}" in r.out
+    assert not prefix.exists() and beside(prefix) == []
+
+
 def test_systems_without_an_atomic_swap_still_restore(
         world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     from conda_safeguard import transaction

@@ -68,10 +68,11 @@ def tools(run_conda: Run, conda_exe: list[str], conda_condarc: Path, conda_root:
         env["CONDA_EXE"] = str(exe)
 
     def safeguard(*args: str | os.PathLike[str], allow: str | None = None,
-                  ) -> subprocess.CompletedProcess[str]:
+                  more_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         extra = {"CONDA_SAFEGUARD_ALLOW": allow} if allow else {}
         return subprocess.run([str(root_python), "-m", "conda_safeguard", *map(os.fspath, args)],
-                              env={**env, **extra}, capture_output=True, text=True,
+                              env={**env, **extra, **(more_env or {})}, capture_output=True,
+                              text=True,
                               stdin=subprocess.DEVNULL, cwd=tmp_path)
 
     def conda(*args: str | os.PathLike[str], check: bool = True, allow: str | None = None):
@@ -163,9 +164,28 @@ def test_conda_pins_restore_offline_after_conda_clean_all(
     assert file_hashes(prefix) == hashes
 
 
+def test_records_are_what_conda_writes_with_its_extra_checks_on(
+        tools, conda_root: Path) -> None:
+    """Restore leaves conda's extra_safety_checks as the user has it (off by default) and
+    hashes every linked file itself afterwards: the records conda writes are the same as with
+    the extra checks on, byte for byte."""
+    conda, safeguard, channel_args = tools
+    prefix = conda_root / "envs" / "extra"
+    conda("create", "-p", prefix, *channel_args, "liba=1.0", "libb", "tool", "-y")
+    ok(safeguard("backup", "-p", prefix))
+    records = {}
+    for extra in ("true", None):
+        conda("remove", "-p", prefix, "--all", "-y", allow="extra")
+        ok(safeguard("restore", "extra", "--yes", "--offline",
+                     more_env={"CONDA_EXTRA_SAFETY_CHECKS": extra} if extra else None))
+        records[extra] = {p.name: p.read_bytes() for p in (prefix / "conda-meta").glob("*.json")}
+    assert len(records["true"]) == 3 and records["true"] == records[None]
+
+
 def test_a_tampered_package_cache_is_refused(tools, conda_root: Path, tmp_path: Path) -> None:
-    """A file in conda's cache changed with its size kept: only conda's sha256 check (extra
-    safety checks, which restore turns on) sees it; restore stops and builds nothing."""
+    """A file in conda's cache changed with its size kept: only a sha256 check sees it
+    (restore's own check of every linked file against conda's records); restore fails and
+    leaves nothing at the path."""
     conda, safeguard, channel_args = tools
     prefix = conda_root / "envs" / "tamper"
     conda("create", "-p", prefix, *channel_args, "tool", "-y")
@@ -179,8 +199,8 @@ def test_a_tampered_package_cache_is_refused(tools, conda_root: Path, tmp_path: 
     proc = safeguard("restore", "tamper", "--yes", "--offline")
     assert proc.returncode != 0, proc.stdout
     assert "byte-identical" not in proc.stdout
-    assert "sha256" in proc.stdout + proc.stderr
-    assert not (prefix / "share" / "tool" / "README").exists()
+    assert "tool: share/tool/README: sha256 differs" in proc.stdout + proc.stderr
+    assert not prefix.exists()
 
 
 def test_records_written_with_checks_disabled_fail_verify(tools, run_conda: Run,
