@@ -99,6 +99,10 @@ def backup(
     """
     prefix = Path(os.path.abspath(prefix))
     require_env(prefix)
+    from .transaction import RestoreUnderWayError, restore_under_way
+
+    if restore_under_way(prefix):  # a half-built env must never become a snapshot to undo to
+        raise RestoreUnderWayError(prefix, f"Not snapshotting {prefix}")
     # credentials never reach the store: a snapshot outlives the shell history it came from
     argv = redact_argv(list(sys.argv) if argv is None else argv)
     configured = [redact_url(c) for c in configured_channels or []]

@@ -224,6 +224,12 @@ def enforce(rt: Runtime, targets: list[Target], inv: Invocation, *, argv: list[s
     A snapshot that fails before a DESTROY refuses the command (fail closed); before a MUTATE it
     warns and lets it run, unless safeguard_require_snapshot is set.
     """
+    from .transaction import RestoreUnderWayError, restore_under_way
+
+    for t in targets:  # conda would change (and snapshot) a half-built env a restore then drops
+        if t.effect is not Effect.NONE and restore_under_way(Path(t.prefix)):
+            raise RefusedError(str(RestoreUnderWayError(Path(t.prefix),
+                                                        f"Refusing to change '{t.name}'")))
     if inv.allow is None:
         inv = Invocation(**{**inv.__dict__, "allow": os.environ.get(ENV_ALLOW)})
     decision = decide(targets, inv, rt.settings)

@@ -474,7 +474,8 @@ def _replace(plan: RestorePlan, store: Store, say: Progress, before: str | None,
         if plan.reuse:
             step = "checking the unchanged packages of the env being replaced"
             say(f"{step} ({plural(len(plan.reuse), 'package')})")
-            reused = seed(target, fresh, plan.reuse)
+            wanted = plan.state.package_map()
+            reused = seed(target, fresh, {n: wanted[n] for n in plan.reuse})
             say(reused.describe())
             _refuse_unavailable(plan, reused)
         if tool.in_place:

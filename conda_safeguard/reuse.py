@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .prefix import CondaRecord, paths_in_prefix, record_files
+from .exceptions import CorruptEnvError
+from .prefix import CondaRecord, paths_in_prefix, read_record, record_files
 from .suggest import plural
 from .verify import _COMPILED_TYPES, Checked, _sha256, same_package, stamp
 
@@ -39,12 +40,16 @@ class Reused:
 
     packages: list[str] = field(default_factory=list)  # names, seeded
     files: int = 0  # files linked (every one with a recorded hash checked first)
+    unhashed: int = 0  # of them, made at install time (.pyc, entry points): no hash to check
     rejected: list[str] = field(default_factory=list)  # "name: why": installed afresh
     checked: Checked = field(default_factory=dict)  # files hashed here: verify needn't again
 
     def describe(self) -> str:
+        checked = "checked" if not self.unhashed else \
+            f"{self.files - self.unhashed} checked, {self.unhashed} made at install time " \
+            "(.pyc, entry points) with no recorded hash to check"
         kept = f"kept {plural(len(self.packages), 'unchanged package')} " \
-            f"({plural(self.files, 'file')}, checked) from the env being replaced"
+            f"({plural(self.files, 'file')}, {checked}) from the env being replaced"
         if not self.rejected:
             return kept
         n = len(self.rejected)
@@ -161,9 +166,8 @@ def _link(src: str, dest: str) -> None:
         shutil.copy2(src, dest)
 
 
-def _place(old: Path, new: Path, pkg: _Package) -> int:
+def _place(old: Path, new: Path, pkg: _Package, report: Reused) -> None:
     """Link one checked package's files and folders into `new` (symlinks come later)."""
-    files = 0
     for e in pkg.entries:
         dest = os.path.join(new, e.rel)
         if e.kind == "directory":
@@ -171,9 +175,9 @@ def _place(old: Path, new: Path, pkg: _Package) -> int:
         elif e.kind == "file":
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             _link(os.path.join(old, e.rel), dest)
-            files += 1
+            report.files += 1
+            report.unhashed += e.sha256 is None
     shutil.copy2(old / "conda-meta" / pkg.record_file, new / "conda-meta" / pkg.record_file)
-    return files
 
 
 def _symlinks(old: Path, new: Path, pkg: _Package) -> None:
@@ -186,24 +190,42 @@ def _symlinks(old: Path, new: Path, pkg: _Package) -> None:
 
 
 def reusable(old_records: list[CondaRecord], wanted: dict[str, CondaRecord]) -> set[str]:
-    """Names of the packages the old env has exactly as the snapshot does (by package hash)."""
+    """Names of the packages the old env has exactly as the snapshot does (by package hash).
+
+    A noarch: python package is linked into its python's site-packages
+    (lib/python3.12/site-packages): it is kept only where the snapshot's python has the same
+    major.minor as the old env's, else it would stay in a folder the restored python ignores."""
+    old_python = next((r for r in old_records if r.name == "python"), None)
+    new_python = wanted.get("python")
+    same_site = old_python is not None and new_python is not None and \
+        _minor(old_python.version) == _minor(new_python.version)
     return {r.name for r in old_records
-            if r.name in wanted and same_package(wanted[r.name], r)}
+            if r.name in wanted and same_package(wanted[r.name], r)
+            and (r.noarch != "python" or same_site)}
 
 
-def seed(old: Path, new: Path, names: set[str]) -> Reused:
-    """Fill `new` (an empty folder we made) with the packages `names` of the env at `old`,
-    each checked file by file first. Returns what was taken and what was not."""
+def _minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+def seed(old: Path, new: Path, wanted: dict[str, CondaRecord]) -> Reused:
+    """Fill `new` (an empty folder we made) with the packages `wanted` (name -> the snapshot's
+    record) of the env at `old`, each checked file by file first. Returns what was taken and
+    what was not."""
     report = Reused()
     packages: list[_Package] = []
     for entry in record_files(old):
         try:
             with open(entry.path, "rb") as f:
                 data = json.loads(f.read())
-        except (OSError, ValueError):
-            continue
-        name = data.get("name") if isinstance(data, dict) else None
-        if name not in names:
+            name = data.get("name") if isinstance(data, dict) else None
+            if name not in wanted:
+                continue
+            if not same_package(wanted[name], read_record(Path(entry.path))):
+                # the env changed since the plan was made (a conda command, a rolled-back restore)
+                report.rejected.append(f"{name}: it is no longer the snapshot's build")
+                continue
+        except (OSError, ValueError, CorruptEnvError):
             continue
         found = _entries(data)
         if isinstance(found, str):
@@ -230,7 +252,7 @@ def seed(old: Path, new: Path, names: set[str]) -> Reused:
     else:
         (meta / "history").touch()
     for pkg in good:
-        report.files += _place(old, new, pkg)
+        _place(old, new, pkg, report)
         report.packages.append(pkg.name)
     for part in parts:
         report.checked.update(part)

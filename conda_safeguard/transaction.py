@@ -101,6 +101,22 @@ def journal_path(target: Path) -> Path:
     return target.with_name(f".{target.name}{JOURNAL_SUFFIX}")
 
 
+def restore_under_way(prefix: Path) -> bool:
+    """A restore is replacing `prefix`, or one was interrupted there: its journal is beside it.
+    Until it is settled the path may hold a half-built env (conda builds at the path)."""
+    return os.path.lexists(journal_path(Path(os.path.abspath(prefix))))
+
+
+class RestoreUnderWayError(SafeguardError):
+    def __init__(self, prefix: Path, refused: str) -> None:
+        super().__init__(
+            f"{refused}: a conda-safeguard restore is replacing {prefix}, or one was "
+            f"interrupted there (its journal {journal_path(prefix)} exists), so the env at that "
+            "path may be half-built. Nothing was changed. Wait for the restore to finish, or "
+            f"run `conda-safeguard recover -p {prefix}` to finish or roll back an interrupted "
+            "one, then run this again.")
+
+
 def lock_dir(store_root: Path) -> Path:
     """Where target locks live: the store's cache/locks (every process using the store agrees
     on it, and it leaves no file beside the envs); a read-only store's users lock in the

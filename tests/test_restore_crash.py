@@ -115,6 +115,11 @@ def test_status_and_list_show_an_interrupted_restore(world: World) -> None:
     assert "INTERRUPTED RESTORE" in r.out and "conda-safeguard recover -p" in r.err
     r = world.run("list")
     assert "interrupted restore into" in r.err and ".crash.safeguard-old-" in r.err
+    # the env at the path may be half-built: it is never snapshotted, nor planned against
+    r = world.run("backup", "-p", prefix)
+    assert r.code != 0 and "a conda-safeguard restore is replacing" in r.err, r.out + r.err
+    r = world.run("undo", "-p", prefix, "--dry-run")
+    assert r.code != 0 and "conda-safeguard recover -p" in r.err, r.out + r.err
     # the next restore into the path settles it first
     r = world.run("restore", ids["2.0"], "-p", prefix, "--yes")
     assert r.code == 0, r.out + r.err
@@ -132,7 +137,8 @@ def test_two_restores_into_one_path(world: World) -> None:
     assert 0 in codes, results
     for code, out, err in results:
         assert code == 0 or "Another conda-safeguard restore or recover is working" in err \
-            or "changed since the plan" in err, (code, out, err)
+            or "changed since the plan" in err \
+            or "a conda-safeguard restore is replacing" in err, (code, out, err)
     assert is_env(prefix) and beside(prefix) == []
     assert world.run("verify", "-p", prefix).code == 0
     assert (prefix / "results" / "model.bin").exists()

@@ -11,8 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.factory import install_env
-from tests.restoring_helpers import World, empty_cache, make_world, package_set, tree_hashes
+from tests.factory import install_env, make_conda_package_cache
+from tests.restoring_helpers import (
+    World,
+    channel_records,
+    empty_cache,
+    make_world,
+    package_set,
+    tree_hashes,
+)
 
 
 @pytest.fixture
@@ -139,6 +146,49 @@ def test_a_damaged_kept_package_with_no_package_file_is_refused(world: World) ->
     assert r.code == 1, r.out + r.err
     assert "could not be kept as they are" in r.err and "tool-0.1-0" in r.err, r.err
     assert tree_hashes(prefix, skip_meta_json=False) == state
+
+
+def test_undo_of_a_python_minor_upgrade_does_not_keep_noarch_python_packages(
+        world: World) -> None:
+    # python 3.11 -> 3.12 relinks nap into lib/python3.12/site-packages: kept as it is, nap
+    # would sit where the restored python 3.11 never looks
+    ch = world.channel
+    ch.add("python", "3.12.1", files={"lib/python3.12/site-packages/.keep": b""})
+    ch.add("nap", "1.0", noarch="python", depends=["python"],
+           files={"site-packages/nap/__init__.py": b"V = 1\n"})
+    ch.index()
+    make_conda_package_cache(world.pkgs, ch, [r for r in channel_records(ch)
+                                              if r["name"] in ("nap", "python")])
+    prefix = world.env("py", ["python=3.11", "liba=1.0", "nap"])
+    world.run("backup", "-n", "py")
+    install_env(prefix, ch, ["python=3.12", "liba=1.0", "nap"], cache_dir=world.pkgs)
+    assert (prefix / "lib/python3.12/site-packages/nap/__init__.py").is_file()
+    r = world.run("undo", "-n", "py", "--yes")
+    assert r.code == 0, r.out + r.err
+    assert "kept 1 unchanged package " in r.out, r.out  # liba; not nap
+    assert (prefix / "lib/python3.11/site-packages/nap/__init__.py").is_file()
+    assert not (prefix / "lib/python3.12").exists()
+
+
+def test_a_package_changed_after_the_plan_was_made_is_not_kept(world: World) -> None:
+    # the plan is made, the user answers the prompt later: conda changed libc meanwhile
+    from conda_safeguard.restore import apply_restore, plan_restore
+    from conda_safeguard.store import Store
+
+    prefix = world.env("late", ["python", "liba=1.0", "libb", "libc=1.0"])
+    world.run("backup", "-n", "late")
+    install_env(prefix, world.channel, ["python", "liba=2.0", "libb", "libc=1.0"],
+                cache_dir=world.pkgs)
+    store = Store.open(world.store, create=False)
+    (info,) = store.snapshots_of(prefix)
+    plan = plan_restore(store, info, prefix, offline=True, pkgs_dirs=[world.pkgs])
+    assert "libc" in plan.reuse
+    install_env(prefix, world.channel, ["python", "liba=2.0", "libb", "libc=1.1"],
+                cache_dir=world.pkgs)
+    result = apply_restore(plan, store=store)
+    assert result.ok and not result.rolled_back, result.report.details()
+    assert "libc: it is no longer the snapshot's build" in result.reused.rejected
+    assert package_set(prefix)["libc"][0] == "1.0"
 
 
 def test_verify_reads_again_a_file_replaced_after_it_was_checked(world: World) -> None:

@@ -265,10 +265,24 @@ def _report(rt: Runtime, plan: RestorePlan, result: RestoreResult, before: Guard
         rt.out(f"  the restored env is snapshot {after[:10]}")
 
 
+def _settle_interrupted(rt: Runtime, args: argparse.Namespace, target: Path) -> None:
+    """A restore into `target` that was interrupted left a half-built env there, maybe: finish
+    or roll it back before that env is read, planned against or snapshotted."""
+    from ..transaction import RestoreUnderWayError, lock_dir, recover, restore_under_way
+
+    if not restore_under_way(target):
+        return
+    if args.dry_run:
+        raise RestoreUnderWayError(target, f"Cannot plan for {target}")
+    recover(target, lock_dir(rt.store_path), rt.info)  # busy: says a restore is running
+
+
 def cmd_restore(rt: Runtime, args: argparse.Namespace) -> int:
     store = rt.store(create=False)
     info = store.resolve(args.snapshot)
-    plan = _plan(rt, args, info, _target(rt, args, info))
+    target = _target(rt, args, info)
+    _settle_interrupted(rt, args, target)
+    plan = _plan(rt, args, info, target)
     _show_plan(rt, plan)
     before = None
     if not args.dry_run and not plan.problems:
@@ -285,6 +299,7 @@ def cmd_undo(rt: Runtime, args: argparse.Namespace) -> int:
     from ..snapshot import capture
 
     prefix = _undo_target(rt, args)
+    _settle_interrupted(rt, args, prefix)
     store = rt.store(create=False)
     current = capture(prefix)
     info = undo_snapshot(store, prefix, current)

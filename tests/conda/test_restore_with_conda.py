@@ -134,3 +134,47 @@ def test_undo_keeps_a_noarch_python_package_whose_paths_conda_records_as_package
     proc = ok(safeguard("undo", "-p", prefix, "--yes", allow="nap"))
     assert "byte-identical" in proc.stdout and "kept 2 unchanged packages" in proc.stdout, \
         proc.stdout
+
+
+@pytest.mark.newest_conda_only
+def test_an_undo_killed_while_conda_builds_is_settled_first_and_never_snapshotted(
+        setup, run_conda, conda_exe, conda_condarc, conda_root: Path,
+        own_channel: LocalChannel, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    conda, safeguard, channel_args = setup
+    prefix = conda_root / "envs" / "kill"
+    conda("create", "-p", prefix, *channel_args, "python", "liba=1.0", "libb", "tool", "-y")
+    v1 = explicit(conda, prefix)
+    ok(safeguard("backup", "-p", prefix))
+    conda("install", "-p", prefix, *channel_args, "liba=2.0", "-y")
+    journal = prefix.with_name(".kill.safeguard-journal.json")
+    env = {**os.environ, "CONDARC": str(conda_condarc), "CONDA_EXE": conda_exe[0],
+           "CONDA_SAFEGUARD_INSTALLER": "conda", "CONDA_SAFEGUARD_ROOT": str(conda_root),
+           "CONDA_SAFEGUARD_ALLOW": "kill"}
+    for _ in range(5):  # kill it once conda builds at the path, in the env seeded there
+        old_ino = prefix.stat().st_ino
+        proc = subprocess.Popen([sys.executable, "-m", "conda_safeguard", "undo", "-p", prefix,
+                                 "--yes"], env=env, cwd=tmp_path, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while proc.poll() is None and not (journal.exists() and
+                                           prefix.stat().st_ino != old_ino):
+            time.sleep(0.005)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if journal.exists() and prefix.stat().st_ino != old_ino:
+            break
+    else:
+        pytest.skip("the undo always finished before conda could be caught building")
+    assert (prefix / "conda-meta").is_dir()  # a half-built env: some of its packages
+    # conda may not change it (nor our plugin snapshot it)
+    proc = run_conda("install", "-p", prefix, *channel_args, "libc", "-y", check=False)
+    assert proc.returncode != 0 and "a conda-safeguard restore is replacing" in proc.stderr, \
+        proc.stderr
+    # the next undo settles it first (the old env back), then undoes from there
+    proc = ok(safeguard("undo", "-p", prefix, "--yes", allow="kill"))
+    assert "rolled back the interrupted restore" in proc.stderr, proc.stderr
+    assert explicit(conda, prefix) == v1 and "byte-identical" in proc.stdout
+    snapshots = json.loads(ok(safeguard("list", prefix, "--json")).stdout)
+    assert all(s["counts"]["conda"] == 4 for s in snapshots), snapshots
