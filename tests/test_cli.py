@@ -356,3 +356,27 @@ def test_tests_never_touch_the_real_store(make_env, capsys, tmp_path, real_user_
     assert real_user_data_dir.exists() == existed
     if existed:
         assert tree(real_user_data_dir) == before
+
+
+def test_list_and_prune_take_n_and_p_like_the_other_verbs(tmp_path, monkeypatch, conda_root,
+                                                          channel, capsys) -> None:
+    from tests.restoring_helpers import make_world
+
+    w = make_world(tmp_path, monkeypatch, conda_root, channel, capsys)
+    prefix = w.env("lp")
+    w.env("other")
+    w.run("backup", "--all")
+    by_word = json.loads(w.run("list", "lp", "--json").out)
+    assert len(by_word) == 1 and by_word[0]["prefix"] == str(prefix)
+    assert json.loads(w.run("list", "-n", "lp", "--json").out) == by_word
+    assert json.loads(w.run("list", "-p", prefix, "--json").out) == by_word
+    r = w.run("list", "lp", "-n", "other")
+    assert r.code == 1 and "Name the env once" in r.err
+    w.env("lp", ["liba=2.0"])
+    w.run("backup", "-n", "lp")
+    every = json.loads(w.run("list", "--json").out)
+    plans = [w.run("prune", *how, "--keep-last", "1", "--dry-run", "--json")
+             for how in (["lp"], ["-n", "lp"], ["-p", prefix])]
+    assert all(r.code == 0 for r in plans) and plans[0].out == plans[1].out == plans[2].out
+    assert json.loads(plans[0].out)["forgotten"]  # the older snapshot of lp
+    assert json.loads(w.run("list", "--json").out) == every  # a dry run deletes nothing

@@ -36,9 +36,10 @@ An unchanged env adds nothing: its latest snapshot already holds it.""")
     p = verb_parser(sub, "list", "List snapshots per env, newest first.", """
 examples:
   conda-safeguard list              every env, including envs that no longer exist
-  conda-safeguard list pytorch      one env
+  conda-safeguard list pytorch      one env (also -n pytorch, or -p /path/to/env)
   conda-safeguard list --json""")
     p.add_argument("env", nargs="?", help="env name or prefix")
+    add_env_options(p)
     add_output_options(p)
     p.set_defaults(func=cmd_list)
 
@@ -81,6 +82,7 @@ examples:
   conda-safeguard prune --keep-last 5 --keep-daily 7 --keep-weekly 4
   conda-safeguard prune old-env --keep-last 0        forget a removed env's snapshots""")
     p.add_argument("env", nargs="?", help="only this env (name or prefix)")
+    add_env_options(p)
     p.add_argument("--keep-last", type=int, metavar="N")
     p.add_argument("--keep-daily", type=int, metavar="N")
     p.add_argument("--keep-weekly", type=int, metavar="N")
@@ -162,9 +164,22 @@ def _store_absent(rt: Runtime) -> bool:
     return False
 
 
+def named_env(args: argparse.Namespace) -> str | None:
+    """ENV given as a word, -n NAME or -p PATH (a removed env's too: the store resolves it)."""
+    from ..exceptions import UsageError
+
+    given = [v for v in (args.env, args.name,
+                         os.path.abspath(args.prefix) if args.prefix else None) if v]
+    if len(given) > 1:
+        raise UsageError("Name the env once: as ENV, with -n NAME or with -p PATH.")
+    return given[0] if given else None
+
+
 def cmd_list(rt: Runtime, args: argparse.Namespace) -> int:
     from ..exceptions import SnapshotNotFoundError
     from ..pins import offline_restorable, pinned_names
+
+    args.env = named_env(args)
 
     if _store_absent(rt):  # listing never creates a store
         if args.env:
@@ -330,6 +345,7 @@ def cmd_prune(rt: Runtime, args: argparse.Namespace) -> int:
     from ..exceptions import UsageError
     from ..retention import RetentionPolicy, prune
 
+    args.env = named_env(args)
     s = rt.settings
     for flag in ("keep_last", "keep_daily", "keep_weekly"):
         if getattr(args, flag) is not None and getattr(args, flag) < 0:

@@ -90,27 +90,34 @@ def test_symlink_named_like_a_temp_env(conda, make_env, tmp_path) -> None:
     assert read_prefix_records(important) == {}
 
 
-def snapshot_count(conda, env: str) -> int:
-    proc = conda("safeguard", "list", env, "--json")
-    if proc.returncode != 0:
-        assert "No snapshot matches" in proc.stdout + proc.stderr, proc.stderr
+def snapshot_count(capsys, env: str) -> int:  # type: ignore[no-untyped-def]
+    """`conda-safeguard list ENV --json`, in-process: the store the conda under test wrote
+    (`conda safeguard list` itself, on every version: test_plugin.py)."""
+    from conda_safeguard.__main__ import main
+
+    capsys.readouterr()
+    code = main(["list", env, "--json"])
+    out, err = capsys.readouterr()
+    if code != 0:
+        assert "No snapshot matches" in out + err, err
         return 0
-    return len(json.loads(proc.stdout))
+    return len(json.loads(out))
 
 
 @pytest.mark.parametrize("verb", ["set", "unset"])
-def test_env_config_vars_takes_a_snapshot(conda, make_env, verb) -> None:
+def test_env_config_vars_takes_a_snapshot(conda, make_env, capsys, verb) -> None:
     keep = make_env("keep", ["python"])
     if verb == "unset":
         assert conda("env", "config", "vars", "set", "-n", "keep", "A=1").returncode == 0
-    count = snapshot_count(conda, "keep")
+    count = snapshot_count(capsys, "keep")
+    assert count == (1 if verb == "unset" else 0)  # the set above took one
     args = ["A=2"] if verb == "set" else ["A"]
     proc = conda("env", "config", "vars", verb, "-n", "keep", *args)
     assert proc.returncode == 0, proc.stderr
-    assert snapshot_count(conda, "keep") == count + 1
+    assert snapshot_count(capsys, "keep") == count + 1
     # `list` reads only: no snapshot
     assert conda("env", "config", "vars", "list", "-n", "keep").returncode == 0
-    assert snapshot_count(conda, "keep") == count + 1
+    assert snapshot_count(capsys, "keep") == count + 1
     assert (keep / "conda-meta" / "state").exists()
 
 

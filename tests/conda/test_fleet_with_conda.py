@@ -19,13 +19,7 @@ def offline(channel) -> list[str]:  # type: ignore[no-untyped-def]
     return ["--offline", "--override-channels", "-c", channel.url]
 
 
-def conda_version(conda) -> tuple[int, int]:  # type: ignore[no-untyped-def]
-    out = conda("--version").stdout.split()[-1]
-    major, minor = out.split(".")[:2]
-    return int(major), int(minor)
-
-
-def test_frozen_env_refuses_install_on_every_conda(conda, make_env, channel) -> None:  # type: ignore[no-untyped-def]
+def test_frozen_env_refuses_install_on_every_conda(conda, make_env, channel, conda_version) -> None:  # type: ignore[no-untyped-def]
     prefix = make_env("paper-results-np1")
     before = read_prefix_records(prefix)
     proc = conda("safeguard", "freeze", "-n", "paper-results-np1", "--message", "paper figures")
@@ -34,7 +28,7 @@ def test_frozen_env_refuses_install_on_every_conda(conda, make_env, channel) -> 
     assert proc.returncode != 0
     text = proc.stdout + proc.stderr
     assert "frozen" in text.lower() and "paper figures" in text
-    if conda_version(conda) < (25, 5):  # conda predates CEP 22: the plugin refused
+    if conda_version < (25, 5):  # conda predates CEP 22: the plugin refused
         assert "conda-safeguard does" in text and "unfreeze" in text
     assert read_prefix_records(prefix) == before
     assert conda("safeguard", "unfreeze", "-n", "paper-results-np1").returncode == 0

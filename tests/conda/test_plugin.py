@@ -36,9 +36,16 @@ def envs(make_env):
     return keep, temp
 
 
-def store_snapshots(conda) -> list[dict]:
-    proc = conda("safeguard", "list", "--json", check=True)
-    return json.loads(proc.stdout)
+def store_snapshots(capsys) -> list[dict]:
+    """`conda-safeguard list --json`, in-process: the store the conda under test wrote
+    (`conda safeguard list` itself, on every version: test_subcommand_and_doctor_...)."""
+    from conda_safeguard.__main__ import main
+
+    capsys.readouterr()
+    code = main(["list", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads(out) if out.strip() else []
 
 
 def records(prefix: Path) -> dict:
@@ -68,13 +75,13 @@ def test_always_yes_from_the_environment_is_refused(conda, envs):
     assert "-y/--yes or always_yes" in proc.stderr
 
 
-def test_allow_naming_the_env_proceeds_after_a_snapshot(conda, envs):
+def test_allow_naming_the_env_proceeds_after_a_snapshot(conda, envs, capsys):
     keep, _ = envs
     before = records(keep)
     conda("remove", "-n", "keep", "--all", "-y", env={"CONDA_SAFEGUARD_ALLOW": "keep"},
           check=True)
     assert not (keep / "conda-meta").exists()
-    snaps = [s for s in store_snapshots(conda) if s["prefix"] == str(keep)]
+    snaps = [s for s in store_snapshots(capsys) if s["prefix"] == str(keep)]
     assert snaps and snaps[0]["counts"]["conda"] == len(before)
 
 
@@ -89,29 +96,29 @@ def test_allow_must_name_the_env(conda, envs, allow):
 
 @pytest.mark.newest_conda_only  # the temp pattern is ours; a snapshot before a remove on every
 # version: test_allow_naming_the_env_proceeds_after_a_snapshot
-def test_temp_env_is_removed_with_a_snapshot_first(conda, envs):
+def test_temp_env_is_removed_with_a_snapshot_first(conda, envs, capsys):
     _, temp = envs
     conda("remove", "-n", "scratch-tmp", "--all", "-y", check=True)
     assert not (temp / "conda-meta").exists()
-    assert any(s["prefix"] == str(temp) for s in store_snapshots(conda))
+    assert any(s["prefix"] == str(temp) for s in store_snapshots(capsys))
 
 
-def test_install_takes_a_snapshot_before_the_change(conda, envs, channel):
+def test_install_takes_a_snapshot_before_the_change(conda, envs, capsys, channel):
     keep, _ = envs
     conda("install", "-n", "keep", "liba=2.0", "-y", *offline(channel), check=True)
     assert read_prefix_records(keep)["liba"]["version"] == "2.0"
-    snap = [s for s in store_snapshots(conda) if s["prefix"] == str(keep)][0]
+    snap = [s for s in store_snapshots(capsys) if s["prefix"] == str(keep)][0]
     shown = conda("safeguard", "show", snap["id"][:12], "--format", "explicit", check=True)
     assert "liba-1.0-0" in shown.stdout and "liba-2.0-0" not in shown.stdout
     assert snap["reason"] == "before install"
 
 
-def test_dry_run_neither_prompts_nor_snapshots(conda, envs):
+def test_dry_run_neither_prompts_nor_snapshots(conda, envs, capsys):
     keep, _ = envs
     proc = conda("remove", "-n", "keep", "--all", "--dry-run")
     assert "protected" not in proc.stderr
     assert (keep / "conda-meta").is_dir()
-    assert conda("safeguard", "list", "--json").stdout.strip() in ("[]", "")
+    assert store_snapshots(capsys) == []
 
 
 def set_plugin_setting(conda, condarc: Path, conda_version, verb: str, key: str, value: str):
@@ -216,7 +223,7 @@ def spawn_conda(conda_exe, conda_condarc, tmp_path, *args):
 
 
 def test_prompt_right_name_proceeds_after_a_snapshot(conda_exe, conda_condarc, tmp_path, envs,
-                                                     conda):
+                                                     capsys):
     keep, _ = envs
     child = spawn_conda(conda_exe, conda_condarc, tmp_path, "remove", "-n", "keep", "--all")
     child.expect("Type the environment's name")
@@ -230,7 +237,7 @@ def test_prompt_right_name_proceeds_after_a_snapshot(conda_exe, conda_condarc, t
     child.close()
     assert child.exitstatus == 0, child.before
     assert not (keep / "conda-meta").exists()
-    assert any(s["prefix"] == str(keep) for s in store_snapshots(conda))
+    assert any(s["prefix"] == str(keep) for s in store_snapshots(capsys))
 
 
 @pytest.mark.newest_conda_only  # the prompt is ours; that it shows: every version above
