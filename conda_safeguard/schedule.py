@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .constants import ENV_HOME
 from .exceptions import SafeguardError, UsageError
 from .fs import atomic_write
+from .suggest import plural
 
 if TYPE_CHECKING:
     from .store import Store
@@ -57,13 +58,19 @@ def last_backup_all(store: Store | None) -> dict[str, Any] | None:
     return data or None
 
 
+def _count(run: dict[str, Any], key: str) -> int:
+    value = run.get(key, 0)  # the stamp file is read back: never trust its types
+    return value if isinstance(value, int) else 0
+
+
 def describe_last_run(run: dict[str, Any] | None) -> str:
     if not run:
         return "last `backup --all`: no run recorded"
     failed = run.get("failed") or []
     text = (f"last `backup --all`: {str(run.get('finished', '?')).replace('T', ' ')} "
-            f"({run.get('reason', '?')}): {run.get('envs', 0)} envs, {run.get('created', 0)} new "
-            f"snapshots, {run.get('unchanged', 0)} unchanged, {len(failed)} failed")
+            f"({run.get('reason', '?')}): {plural(_count(run, 'envs'), 'env')}, "
+            f"{plural(_count(run, 'created'), 'new snapshot')}, {_count(run, 'unchanged')} "
+            f"unchanged, {len(failed)} failed")
     return text + "".join(f"\n  failed {f.get('prefix')}: {f.get('error')}" for f in failed)
 
 
