@@ -233,7 +233,8 @@ def verify(prefix: Path, expected: EnvState | None = None, *,
     if progress is not None:
         progress(f"verifying the files of {plural(len(installed), 'package')} in {prefix}")
     def one(path: str) -> tuple[VerifyReport, list[tuple[str, str, str]]]:
-        part, differing = VerifyReport(prefix=str(prefix)), []
+        part = VerifyReport(prefix=str(prefix))
+        differing: list[tuple[str, str, str]] = []
         with open(path, "rb") as f:
             data = json.loads(f.read())
         if isinstance(data, dict) and data.get("name") in installed:
