@@ -15,6 +15,7 @@ from typing import Final
 
 from .exceptions import RefusedError
 from .prefix import read_frozen
+from .suggest import safeguard
 
 #: conda release that enforces conda-meta/frozen itself (CEP 22).
 CEP22_CONDA: Final = (25, 5)
@@ -65,8 +66,8 @@ def base_install_warning(command: str, is_base: bool) -> str | None:
         return None
     return ("conda-safeguard: warning: installing into base. Packages in base can break conda "
             "itself and are shared by every env; put them in a named env "
-            f"(conda create -n {NAME_EXAMPLE} …). `conda safeguard freeze -n base` makes this "
-            "a refusal; plugins.safeguard_warn_base_installs: false silences it.")
+            f"(conda create -n {NAME_EXAMPLE} …). `{safeguard('freeze', '-n', 'base')}` makes "
+            "this a refusal; plugins.safeguard_warn_base_installs: false silences it.")
 
 
 def name_lint(name: str) -> str | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import SafeguardError
+from .suggest import plural
 
 OK = "✅"
 BAD = "❌"
@@ -56,7 +57,7 @@ def fix_snapshots(prefix: str, args: Any, confirm: Any) -> int:
     if not missing:
         print("Every environment has a snapshot.")
         return 0
-    confirm(f"Take a snapshot of {len(missing)} environments now?")
+    confirm(f"Take a snapshot of {plural(len(missing), 'environment')} now?")
     for p in missing:
         result = rt.backup(p, reason="conda doctor --fix")
         print(f"  {result.snapshot.env_name}: snapshot {result.snapshot.short_id}")

@@ -185,6 +185,18 @@ def has_post_solve() -> bool:
     return hasattr(hookspec.CondaSpecs, "conda_post_solves")
 
 
+def _building(prefix: str) -> bool:
+    """This conda is the one a restore runs to add packages to the env it builds there: the
+    variable names the prefix and a restore's journal is beside it. The variable alone (left
+    exported in a shell, or set on purpose) does not turn snapshots off."""
+    named = os.environ.get(ENV_BUILDING) or None
+    if not _same(named, prefix):
+        return False
+    from .transaction import restore_under_way
+
+    return restore_under_way(Path(prefix))
+
+
 def _same(a: Path | str | None, b: Path | str | None) -> bool:
     if not a or not b:
         return False
@@ -345,8 +357,7 @@ def pre_command(run_for_name: str) -> None:
             return  # off means off: nothing else of conda's is read
         rt = runtime_from_context(settings)
         command = canonical_command(run_for_name, args)
-        if command == "install" and _same(os.environ.get(ENV_BUILDING) or None,
-                                          context.target_prefix):
+        if command == "install" and _building(context.target_prefix):
             return  # restore adding packages to the env it builds: its transaction keeps the old
         advise(rt, command, args, Path(context.target_prefix))
         targets = targets_for(rt, run_for_name, command, args, context)

@@ -49,6 +49,7 @@ from .transaction import (
     new_journal,
     recover_locked,
     refuse_conda_root,
+    resolve_target,
     roll_back,
     settle,
     signals_roll_back,
@@ -270,7 +271,7 @@ def plan_restore(store: Store, info: SnapshotInfo, target: Path, *, offline: boo
     a conda installation (base, a root prefix) rather than an env. With `reuse`, the packages
     an env at the target has exactly as the snapshot does are kept rather than installed
     again (an undo of one package changes one package)."""
-    target = Path(os.path.abspath(target))
+    target = resolve_target(target)
     replaces = check_target(target)
     if replaces:
         refuse_conda_root(target, root_prefix, info.short_id)

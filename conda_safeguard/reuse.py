@@ -125,9 +125,25 @@ class _Inside:
         return self.known[folder]
 
 
-def _check(old: Path, pkg: _Package, inside: _Inside, checked: Checked) -> str | None:
+# a path two packages list (conda's clobbering: the one linked last owns the file) -> each
+# package's expected sha256 of it
+Claims = dict[str, dict[str, str]]
+
+
+def _claims(packages: list[_Package]) -> Claims:
+    claims: Claims = {}
+    for pkg in packages:
+        for e in pkg.entries:
+            if e.kind == "file" and e.sha256 is not None:
+                claims.setdefault(e.rel, {})[pkg.name] = e.sha256
+    return {rel: c for rel, c in claims.items() if len(c) > 1}
+
+
+def _check(old: Path, pkg: _Package, inside: _Inside, checked: Checked, claims: Claims,
+           borrowed: dict[str, set[str]]) -> str | None:
     """Why this package's files in the old env cannot be reused, or None. Records each file
-    it hashed in `checked` (the new env links the same inode)."""
+    it hashed in `checked` (the new env links the same inode), and in `borrowed` each file
+    that is another package's version of a path both list (by the names it matches)."""
     for e in pkg.entries:
         full = os.path.join(old, e.rel)
         if not inside(os.path.dirname(full)):
@@ -149,10 +165,16 @@ def _check(old: Path, pkg: _Package, inside: _Inside, checked: Checked) -> str |
             return f"{e.rel} is not a regular file"
         if e.sha256 is not None:
             try:
-                if _sha256(full, st.st_size) != e.sha256:
-                    return f"{e.rel} differs from its recorded sha256"
+                actual = _sha256(full, st.st_size)
             except OSError as err:
                 return f"{e.rel} is unreadable ({err.strerror})"
+            if actual != e.sha256:
+                owners = {n for n, h in claims.get(e.rel, {}).items()
+                          if n != pkg.name and h == actual}
+                if not owners:
+                    return f"{e.rel} differs from its recorded sha256"
+                borrowed[e.rel] = owners  # fine if one of them is kept too
+                continue
             checked[e.rel] = stamp(st)
     return None
 
@@ -233,10 +255,23 @@ def seed(old: Path, new: Path, wanted: dict[str, CondaRecord]) -> Reused:
         else:
             packages.append(_Package(str(name), entry.name, found))
     inside = _Inside(old)
+    claims = _claims(packages)
+    borrowed: list[dict[str, set[str]]] = [{} for _ in packages]
     with ThreadPoolExecutor(WORKERS) as pool:  # reading and hashing: the GIL is released
         parts: list[Checked] = [{} for _ in packages]
-        problems = list(pool.map(lambda i: _check(old, packages[i], inside, parts[i]),
-                                 range(len(packages))))
+        problems = list(pool.map(
+            lambda i: _check(old, packages[i], inside, parts[i], claims, borrowed[i]),
+            range(len(packages))))
+    # a file that is another package's version is right only if that package is kept too
+    kept = {p.name for p, problem in zip(packages, problems, strict=True) if problem is None}
+    while True:
+        dropped = [(i, rel) for i, p in enumerate(packages) if p.name in kept
+                   for rel, owners in borrowed[i].items() if not owners & kept]
+        if not dropped:
+            break
+        for i, rel in dropped:
+            kept.discard(packages[i].name)
+            problems[i] = problems[i] or f"{rel} is the version of a package that is not kept"
     good = []
     for pkg, problem, part in zip(packages, problems, parts, strict=True):
         if problem is None:

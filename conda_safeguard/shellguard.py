@@ -188,3 +188,20 @@ def guard(rt: Runtime, cmd: cmdline.ToolCommand, argv: list[str],
             if t.prefix in outcome.snapshots:
                 print(f"conda-safeguard: snapshot {outcome.snapshots[t.prefix][:10]} of "
                       f"'{t.name}' before `{cmd.typed}`", file=sys.stderr)
+        for note in advice_notes(rt, cmd, targets):
+            print(note, file=sys.stderr)
+
+
+def advice_notes(rt: Runtime, cmd: cmdline.ToolCommand, targets: list[Target]) -> list[str]:
+    """What the plugin says inside conda, for mamba, micromamba and conda without the plugin:
+    a warning on installs into base, a note on a name that says nothing (advice.py)."""
+    from . import advice
+
+    notes = []
+    root = rt.locator.root_prefix
+    if rt.settings.warn_base_installs and cmd.command in ("install", "update") and targets \
+            and root is not None and Path(targets[0].prefix) == Path(os.path.abspath(root)):
+        notes.append(advice.base_install_warning(cmd.command, is_base=True))
+    if rt.settings.name_lint and cmd.command in ("create", "env_create") and cmd.name:
+        notes.append(advice.name_lint(os.path.basename(cmd.name)))
+    return [n for n in notes if n]

@@ -101,10 +101,18 @@ def journal_path(target: Path) -> Path:
     return target.with_name(f".{target.name}{JOURNAL_SUFFIX}")
 
 
+def resolve_target(target: Path) -> Path:
+    """The path a restore replaces: an env reached through a symlink (say envs/big -> a bigger
+    disk) is replaced where it is. Swapping the link itself would build the new env beside the
+    link, copy the user's files over to it, and leave the real env behind, orphaned."""
+    target = Path(os.path.abspath(target))
+    return Path(os.path.realpath(target)) if target.is_symlink() else target
+
+
 def restore_under_way(prefix: Path) -> bool:
     """A restore is replacing `prefix`, or one was interrupted there: its journal is beside it.
     Until it is settled the path may hold a half-built env (conda builds at the path)."""
-    return os.path.lexists(journal_path(Path(os.path.abspath(prefix))))
+    return os.path.lexists(journal_path(resolve_target(prefix)))
 
 
 class RestoreUnderWayError(SafeguardError):

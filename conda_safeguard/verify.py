@@ -148,8 +148,11 @@ def _checked_before(full: str, rel: str, checked: Checked | None) -> bool:
 
 
 def check_files(prefix: Path, name: str, record: dict[str, Any], report: VerifyReport,
-                checked: Checked | None = None) -> None:
-    """Re-hash the files of one conda-meta record against its paths_data."""
+                checked: Checked | None = None,
+                differing: list[tuple[str, str, str]] | None = None) -> None:
+    """Re-hash the files of one conda-meta record against its paths_data. With `differing`, a
+    file whose sha256 differs goes there as (name, path, actual sha256) for the caller to
+    judge (another package may own it) instead of into the report."""
     paths = paths_in_prefix(record)
     files = [f for f in record.get("files") or () if isinstance(f, str)]
     listed = {e.get("_path") for e in paths if isinstance(e, dict)}
@@ -192,7 +195,10 @@ def check_files(prefix: Path, name: str, record: dict[str, Any], report: VerifyR
             continue
         report.files_checked += 1
         if actual != expected:
-            report.bad_files.append(f"{name}: {rel}: sha256 differs")
+            if differing is not None:
+                differing.append((name, rel, actual))
+            else:
+                report.bad_files.append(f"{name}: {rel}: sha256 differs")
     if unhashed:
         report.files_unhashed += len(unhashed)
         report.unhashed.append(f"{name}: {len(unhashed)} files with no recorded sha256 "
@@ -226,20 +232,46 @@ def verify(prefix: Path, expected: EnvState | None = None, *,
         report.pip_extra = [f"{n}=={v}" for n, v in sorted(have_pip - want_pip)]
     if progress is not None:
         progress(f"verifying the files of {plural(len(installed), 'package')} in {prefix}")
-    def one(path: str) -> VerifyReport:
+    def one(path: str) -> tuple[VerifyReport, list[tuple[str, str, str]]]:
         part = VerifyReport(prefix=str(prefix))
+        differing: list[tuple[str, str, str]] = []
         with open(path, "rb") as f:
             data = json.loads(f.read())
         if isinstance(data, dict) and data.get("name") in installed:
-            check_files(prefix, str(data["name"]), data, part, checked)
-        return part
+            check_files(prefix, str(data["name"]), data, part, checked, differing)
+        return part, differing
 
     paths = sorted(e.path for e in record_files(prefix))
+    differing: list[tuple[str, str, str]] = []
     with ThreadPoolExecutor(min(4, (os.cpu_count() or 2) * 2)) as pool:  # I/O bound
-        for part in pool.map(one, paths):
+        for part, diff in pool.map(one, paths):
             report.files_checked += part.files_checked
             report.files_unhashed += part.files_unhashed
             report.files_compiled += part.files_compiled
             report.unhashed += part.unhashed
             report.bad_files += part.bad_files
+            differing += diff
+    if differing:
+        owners = _owners(paths, {rel for _, rel, _ in differing}, set(installed))
+        report.bad_files += [f"{name}: {rel}: sha256 differs" for name, rel, actual in differing
+                             if not any(n != name and h == actual for n, h in owners[rel])]
     return report
+
+
+def _owners(paths: list[str], rels: set[str], installed: set[str],
+            ) -> dict[str, list[tuple[str, str]]]:
+    """(package, expected sha256) of each package listing one of `rels`. Two packages listing
+    one path is conda's clobbering: the one linked last owns the file, the other's record still
+    names it, so a file is right when it is any of its packages' version."""
+    out: dict[str, list[tuple[str, str]]] = {rel: [] for rel in rels}
+    for path in paths:
+        with open(path, "rb") as f:
+            data = json.loads(f.read())
+        if not isinstance(data, dict) or data.get("name") not in installed:
+            continue
+        for e in paths_in_prefix(data):
+            if isinstance(e, dict) and e.get("_path") in out:
+                expected = e.get("sha256_in_prefix") or e.get("sha256")
+                if isinstance(expected, str):
+                    out[e["_path"]].append((str(data["name"]), expected))
+    return out

@@ -292,3 +292,23 @@ def test_carry_over_never_gives_up_on_a_clash(tmp_path: Path) -> None:
     assert (new / "bin/tool.safeguard-kept/notes").read_text().startswith("a folder")
     assert (new / "bin/tool").read_text() == "#!/bin/sh\n"
     assert report.files == 2 and sorted(report.kept) == ["bin/tool/notes", "share/tool"]
+
+
+def test_undo_of_an_env_reached_through_a_symlink_replaces_it_where_it_is(
+        world: World, tmp_path: Path) -> None:
+    # envs/big -> a bigger disk: swapping the link itself would build the new env beside the
+    # link, copy the user's data over and leave the real env behind, orphaned
+    real = tmp_path / "bigdisk" / "big"
+    install_env(real, world.channel, ["python", "liba=1.0", "libb", "tool"],
+                cache_dir=world.pkgs)
+    (real / "results.bin").write_bytes(b"data" * 1000)
+    link = world.prefix("big")
+    link.symlink_to(real)
+    world.run("backup", "-p", link)
+    install_env(real, world.channel, ["liba=2.0"], cache_dir=world.pkgs)
+    r = world.run("undo", "-p", link, "--yes")
+    assert r.code == 0, r.out + r.err
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert package_set(real)["liba"][0] == "1.0" and (real / "results.bin").is_file()
+    assert sorted(p.name for p in real.parent.iterdir()) == ["big"]
+    assert sorted(p.name for p in link.parent.iterdir()) == ["big"]

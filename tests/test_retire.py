@@ -155,3 +155,9 @@ def test_interrupted_retire_of_a_changed_env_is_put_back(
     os.rename(prefix, moved)
     cli_output(capsys, "retire", "--match", "nothing", "--yes")
     assert prefix.exists() and not moved.exists()
+
+
+def test_nothing_to_retire_is_one_plain_line(envs: dict[str, Path],
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    out = cli_output(capsys, "retire", "--match", "nothing-*")
+    assert out.strip() == "would retire 0 of 0 envs matching nothing-*"

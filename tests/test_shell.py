@@ -840,3 +840,20 @@ def test_env_config_vars_set_takes_a_snapshot(sh: Shell, make_env: Callable[...,
     assert snapshots_of(work) == ["before env_vars"]
     assert not snapshots_of(sh.root)
     assert len(sh.calls("conda")) == len(sh.calls("mamba")) == 1
+
+
+@pytest.mark.parametrize("tool", ["mamba", "micromamba"])
+def test_base_installs_and_nameless_names_get_the_plugins_notes(sh: Shell, tool: str) -> None:
+    out = sh.tool(tool, "install", "-y", "-p", str(sh.root), "libc",
+                  MAMBA_ROOT_PREFIX=str(sh.root))
+    assert out.returncode == 0, out.stderr
+    assert "warning: installing into base" in out.stderr
+    assert "`conda-safeguard freeze -n base`" in out.stderr  # our standalone verb, not conda's
+    out = sh.tool(tool, "create", "-y", "-n", "test2", "libc", MAMBA_ROOT_PREFIX=str(sh.root))
+    assert "the env name 'test2' says nothing" in out.stderr
+    out = sh.tool(tool, "create", "-y", "-n", "speech-asr-py311", "libc",
+                  MAMBA_ROOT_PREFIX=str(sh.root))
+    assert "says nothing" not in out.stderr and "installing into base" not in out.stderr
+    out = sh.tool(tool, "install", "-y", "-q", "-p", str(sh.root), "libc",
+                  MAMBA_ROOT_PREFIX=str(sh.root))
+    assert "warning" not in out.stderr  # quiet means quiet

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from ..suggest import plural
 from .common import add_env_options, add_output_options, verb_parser
 
 if TYPE_CHECKING:
@@ -183,6 +184,8 @@ def _schedule_status(rt: Runtime, args: argparse.Namespace) -> int:
                       "never_snapshotted": never})
         return 0
     rt.out(f"schedule ({backend}): {what or 'not installed'}")
+    if backend == "cron" and what:
+        rt.out(f"log of failed runs: {sch.cron_log()}")
     rt.out(sch.describe_last_run(run))
     rt.out(f"envs never snapshotted: {len(never)}" + "".join(f"\n  {p}" for p in never))
     return 0
@@ -221,12 +224,10 @@ def cmd_retire(rt: Runtime, args: argparse.Namespace) -> int:
         return 0
     going = [c for c in report.candidates if c.action == "retire"]
     kept = [c for c in report.candidates if c.action == "keep"]
-    if dry_run:
-        rt.out(f"would retire {len(going)} of {len(report.candidates)} envs matching "
-               f"{', '.join(patterns)}:")
-    else:
-        rt.out(f"retired {len(report.retired)} of {len(report.candidates)} envs matching "
-               f"{', '.join(patterns)}:")
+    done = len(going) if dry_run else len(report.retired)
+    listed = ":" if report.candidates else ""  # a list follows only when there is one
+    rt.out(f"{'would retire' if dry_run else 'retired'} {done} of "
+           f"{plural(len(report.candidates), 'env')} matching {', '.join(patterns)}{listed}")
     for c in going:
         rt.out(f"  - {c.name:<24} {c.age_seconds / 86400:6.1f} days  {c.why}   {c.prefix}")
     for c in kept:
@@ -272,5 +273,5 @@ def cmd_kernels(rt: Runtime, args: argparse.Namespace) -> int:
             f"  (`conda-safeguard restore {r['env']}` brings the env back if it was snapshotted)"
         rt.out(f"{r['name']:<24} {r['status']:<16} {where}{hint}")
     missing = sum(r["status"] == "env missing" for r in rows)
-    rt.info(f"{len(rows)} kernels, {missing} with a missing env")
+    rt.info(f"{plural(len(rows), 'kernel')}, {missing} with a missing env")
     return 0

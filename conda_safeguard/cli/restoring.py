@@ -268,8 +268,15 @@ def _report(rt: Runtime, plan: RestorePlan, result: RestoreResult, before: Guard
 def _settle_interrupted(rt: Runtime, args: argparse.Namespace, target: Path) -> None:
     """A restore into `target` that was interrupted left a half-built env there, maybe: finish
     or roll it back before that env is read, planned against or snapshotted."""
-    from ..transaction import RestoreUnderWayError, lock_dir, recover, restore_under_way
+    from ..transaction import (
+        RestoreUnderWayError,
+        lock_dir,
+        recover,
+        resolve_target,
+        restore_under_way,
+    )
 
+    target = resolve_target(target)
     if not restore_under_way(target):
         return
     if args.dry_run:

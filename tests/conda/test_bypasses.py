@@ -164,3 +164,19 @@ def test_no_plugins_spellings_in_real_bash(conda_exe, conda_condarc, conda_versi
         assert read_prefix_records(keep) == before
     else:
         assert read_prefix_records(keep) != before, proc.stderr
+
+
+@pytest.mark.newest_conda_only
+def test_the_restore_building_variable_alone_does_not_skip_the_snapshot(
+        run_conda, make_env, channel, tmp_path: Path) -> None:
+    """CONDA_SAFEGUARD_BUILDING tells the plugin in the conda a restore runs not to snapshot
+    the env it builds; left exported (or set on purpose) with no restore there, it must not
+    turn snapshots off."""
+    prefix = make_env("built", ["python", "liba=1.0"])
+    offline = ["-y", "--offline", "--override-channels", "-c", channel.url]
+    run_conda("install", "-p", prefix, "liba=2.0", *offline)  # a state no snapshot has yet
+    before = json.loads(run_conda("safeguard", "list", prefix, "--json").stdout)
+    run_conda("install", "-p", prefix, "libc", *offline,
+              env={"CONDA_SAFEGUARD_BUILDING": str(prefix)})
+    after = json.loads(run_conda("safeguard", "list", prefix, "--json").stdout)
+    assert len(after) == len(before) + 1 and after[0]["reason"] == "before install", after

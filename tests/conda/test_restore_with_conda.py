@@ -178,3 +178,24 @@ def test_an_undo_killed_while_conda_builds_is_settled_first_and_never_snapshotte
     assert explicit(conda, prefix) == v1 and "byte-identical" in proc.stdout
     snapshots = json.loads(ok(safeguard("list", prefix, "--json")).stdout)
     assert all(s["counts"]["conda"] == 4 for s in snapshots), snapshots
+
+
+def test_undo_of_an_env_where_two_packages_list_one_file(
+        setup, conda_root: Path, own_channel: LocalChannel) -> None:
+    # conda's clobbering: the package linked last owns share/common.txt, the other's record
+    # still names it with its own sha256
+    conda, safeguard, channel_args = setup
+    for name in ("clob1", "clob2"):
+        own_channel.add(name, "1.0", files={"share/common.txt": f"from {name}\n".encode(),
+                                            f"share/{name}.txt": b"x\n"})
+    own_channel.index()
+    prefix = conda_root / "envs" / "clob"
+    conda("create", "-p", prefix, *channel_args, "python", "liba=1.0", "clob1", "clob2", "-y")
+    winner = (prefix / "share" / "common.txt").read_text()
+    assert "byte-identical" in ok(safeguard("verify", "-p", prefix)).stdout
+    ok(safeguard("backup", "-p", prefix))
+    conda("install", "-p", prefix, *channel_args, "liba=2.0", "-y")
+    proc = ok(safeguard("undo", "-p", prefix, "--yes", allow="clob"))
+    assert "byte-identical" in proc.stdout and "kept 3 unchanged packages" in proc.stdout, \
+        proc.stdout
+    assert (prefix / "share" / "common.txt").read_text() == winner
