@@ -39,7 +39,7 @@ import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .fs import commit_file
 from .store import is_hash, is_wheel_ref
@@ -263,15 +263,17 @@ def keep_wheels(store: Store, prefix: Path, dists: Iterable[PipDist], *,
     wheels past it is not packed (the installed size bounds the zip's)."""
     report = WheelReport()
     cache = store.read_cache(CACHE_NAME)
-    by_record = cache.get("by_record") if isinstance(cache.get("by_record"), dict) else {}
+    found = cache.get("by_record")
+    by_record: dict[str, Any] = found if isinstance(found, dict) else {}
     spent: int | None = None
     changed = False
     for dist in dists:
         try:
             record = _record_sha(prefix, dist)
-            ref = by_record.get(record)
-            if is_wheel_ref(ref) and wheel_file(store, ref).is_file():
-                report.kept[dist.name] = ref
+            cached = by_record.get(record)
+            if isinstance(cached, str) and is_wheel_ref(cached) and \
+                    wheel_file(store, cached).is_file():
+                report.kept[dist.name] = cached
                 continue
             packed = plan_wheel(prefix, dist)
             name = wheel_name(dist, packed.tag)
