@@ -87,6 +87,7 @@ class Job:
     environment: dict[str, str] = field(default_factory=dict)
     hour: int = 3
     minute: int = 17
+    log: Path | None = None  # cron: where the run's output goes (systemd has the journal)
 
     @classmethod
     def current(cls, *, at: str | None = None, root_prefix: Path | None = None) -> Job:
@@ -101,14 +102,16 @@ class Job:
                 env[var] = os.environ[var]
         argv = [sys.executable, "-m", "conda_safeguard", "backup", "--all", "-q",
                 "--reason", "schedule"]
-        return cls(argv=argv, environment=env, hour=hour, minute=minute)
+        return cls(argv=argv, environment=env, hour=hour, minute=minute, log=cron_log())
 
     def cron_line(self) -> str:
         assigns = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.environment.items()))
         command = " ".join(shlex.quote(a) for a in self.argv)
         # cron's command field treats % as a newline
+        # -q prints failures only: the log holds one paragraph per failed run, not a diary
+        log = f" >> {shlex.quote(str(self.log))} 2>&1" if self.log else ""
         return (f"{self.minute} {self.hour} * * * {assigns + ' ' if assigns else ''}"
-                f"{command.replace('%', chr(92) + '%')} {CRON_MARKER}")
+                f"{command}{log}".replace("%", chr(92) + "%") + f" {CRON_MARKER}")
 
     def systemd_units(self) -> dict[str, str]:
         env = "".join(f'Environment="{k}={v}"\n' for k, v in sorted(self.environment.items()))
@@ -122,6 +125,13 @@ class Job:
             f"[Timer]\nOnCalendar=*-*-* {self.hour:02d}:{self.minute:02d}:00\nPersistent=true\n"
             "RandomizedDelaySec=600\n\n[Install]\nWantedBy=timers.target\n")
         return {f"{UNIT}.service": service, f"{UNIT}.timer": timer}
+
+
+def cron_log() -> Path:
+    """Where the crontab line appends what a run prints (its failures)."""
+    import platformdirs
+
+    return Path(platformdirs.user_log_dir("conda-safeguard")) / "backup-all.log"
 
 
 def _parse_at(at: str) -> tuple[int, int]:
@@ -289,6 +299,8 @@ def _cron_install(job: Job, dry_run: bool) -> Outcome:
     out.changed = True
     out.commands = [["crontab", "-"]]
     if not dry_run:
+        if job.log is not None:  # cron cannot append to a file in a folder that is not there
+            job.log.parent.mkdir(parents=True, exist_ok=True)
         _write_crontab([ln for ln in lines if not ln.endswith(CRON_MARKER)] + [line])
     return out
 

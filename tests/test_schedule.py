@@ -142,9 +142,13 @@ def test_scheduled_command_backs_up_quietly_and_stamps_the_run(
     proc = subprocess.run(["sh", "-c", command], capture_output=True, text=True,
                           env={**os.environ, "CONDA_SAFEGUARD_ROOT": str(standalone_root)})
     assert proc.returncode == 1
-    assert proc.stdout == ""  # -q: no routine lines
-    assert proc.stderr.count("\n") == 1 and "skipped" in proc.stderr and "broken" in proc.stderr
+    assert proc.stdout == proc.stderr == ""  # the line sends what it prints to its log
+    log = sch.cron_log()
+    assert f">> {shlex.quote(str(log))} 2>&1" in line and str(isolated_home) in str(log)
+    logged = log.read_text()
+    assert logged.count("\n") == 1 and "skipped" in logged and "broken" in logged  # -q
     out = cli_output(capsys, "schedule", "status", "--backend", "cron")
+    assert f"log of failed runs: {log}" in out
     # the root (base), alpha and beta are snapshotted; broken is the one failure
     assert "4 envs, 3 new snapshots, 0 unchanged, 1 failed" in out
     assert "(schedule)" in out and "envs never snapshotted: 1" in out

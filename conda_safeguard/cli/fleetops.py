@@ -184,6 +184,8 @@ def _schedule_status(rt: Runtime, args: argparse.Namespace) -> int:
                       "never_snapshotted": never})
         return 0
     rt.out(f"schedule ({backend}): {what or 'not installed'}")
+    if backend == "cron" and what:
+        rt.out(f"log of failed runs: {sch.cron_log()}")
     rt.out(sch.describe_last_run(run))
     rt.out(f"envs never snapshotted: {len(never)}" + "".join(f"\n  {p}" for p in never))
     return 0
