@@ -57,6 +57,7 @@ from .transaction import (
 )
 from .unowned import CarryReport, carry_over, config_summary, unowned, write_config
 from .verify import VerifyReport, verify
+from .wheels import kept_wheels
 
 Progress = Callable[[str], None]
 WORKERS = min(4, (os.cpu_count() or 2) * 2)
@@ -296,7 +297,8 @@ def plan_restore(store: Store, info: SnapshotInfo, target: Path, *, offline: boo
         packages.append(found)
     plan = RestorePlan(info=info, state=state, target=target, replaces=replaces,
                        method="explicit", installer=tool, packages=packages,
-                       pip=pip_plan(state, target if replaces else None, offline, pip_policy),
+                       pip=pip_plan(state, target if replaces else None, offline, pip_policy,
+                                    kept_wheels(store, info)),
                        offline=offline, pkgs_dirs=dirs,
                        platform=host, notes=notes)
     foreign = sorted({r.subdir for r in state.packages if r.subdir not in ("", "noarch", host)})
@@ -398,7 +400,17 @@ def write_conda_meta(prefix: Path, state: EnvState, old_prefix: Path | None = No
 
 
 def _refuse_unavailable(plan: RestorePlan, reused: Reused) -> None:
-    """A package that was to be kept but failed its check needs a package file after all."""
+    """A package that was to be kept but failed its check needs a package file after all,
+    and not one whose bytes were edited along with the env's."""
+    if reused.damaged_cache:
+        raise RestoreError(
+            f"A file of the env was edited in place, and conda's package cache shares it (a "
+            f"hardlink), so its cached copy changed too: "
+            f"{'; '.join(r for r in reused.rejected if 'package cache copy' in r)}. "
+            "Installed from there, the package would come back edited, and the restore would "
+            "fail its check. Nothing was changed. Delete "
+            f"{', '.join(sorted(reused.damaged_cache))} (conda unpacks the package file "
+            "again, or downloads it), then run this again.")
     failed = set(plan.reuse) - set(reused.packages)
     lacking = [p.record.dist_str for p in plan.packages
                if p.record.name in failed and p.kind == "missing"]
@@ -476,7 +488,9 @@ def _replace(plan: RestorePlan, store: Store, say: Progress, before: str | None,
             step = "checking the unchanged packages of the env being replaced"
             say(f"{step} ({plural(len(plan.reuse), 'package')})")
             wanted = plan.state.package_map()
-            reused = seed(target, fresh, {n: wanted[n] for n in plan.reuse})
+            cached = {p.record.name: p.path for p in plan.packages
+                      if p.kind == "extracted" and p.path is not None}
+            reused = seed(target, fresh, {n: wanted[n] for n in plan.reuse}, cached)
             say(reused.describe())
             _refuse_unavailable(plan, reused)
         if tool.in_place:

@@ -43,6 +43,9 @@ class Reused:
     unhashed: int = 0  # of them, made at install time (.pyc, entry points): no hash to check
     rejected: list[str] = field(default_factory=list)  # "name: why": installed afresh
     checked: Checked = field(default_factory=dict)  # files hashed here: verify needn't again
+    # conda package cache folders holding a file that was edited in place in the env (one
+    # inode, hardlinked): the installer would link the edited bytes again
+    damaged_cache: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         checked = "checked" if not self.unhashed else \
@@ -69,6 +72,7 @@ class _Package:
     name: str
     record_file: str  # conda-meta/<name>-<version>-<build>.json
     entries: list[_Entry]
+    cached: Path | None = None  # the conda cache folder it would be installed from
 
 
 def _safe_rel(rel: object) -> str | None:
@@ -172,11 +176,27 @@ def _check(old: Path, pkg: _Package, inside: _Inside, checked: Checked, claims: 
                 owners = {n for n, h in claims.get(e.rel, {}).items()
                           if n != pkg.name and h == actual}
                 if not owners:
-                    return f"{e.rel} differs from its recorded sha256"
+                    return f"{e.rel} differs from its recorded sha256" + _same_as_cache(
+                        pkg, e.rel, st)
                 borrowed[e.rel] = owners  # fine if one of them is kept too
                 continue
             checked[e.rel] = stamp(st)
     return None
+
+
+def _same_as_cache(pkg: _Package, rel: str, st: os.stat_result) -> str:
+    """conda hardlinks files from its package cache: a file edited in place in the env (an
+    editor keeping the hardlink) changed the cache's copy too."""
+    if pkg.cached is None:
+        return ""
+    try:
+        cache = os.lstat(pkg.cached / rel)
+    except OSError:
+        return ""
+    if (cache.st_dev, cache.st_ino) != (st.st_dev, st.st_ino):
+        return ""
+    return f" (edited in place: it is the same file as conda's package cache copy in " \
+        f"{pkg.cached}, which changed with it)"
 
 
 def _link(src: str, dest: str) -> None:
@@ -230,10 +250,11 @@ def _minor(version: str) -> str:
     return ".".join(version.split(".")[:2])
 
 
-def seed(old: Path, new: Path, wanted: dict[str, CondaRecord]) -> Reused:
+def seed(old: Path, new: Path, wanted: dict[str, CondaRecord],
+         cached: dict[str, Path] | None = None) -> Reused:
     """Fill `new` (an empty folder we made) with the packages `wanted` (name -> the snapshot's
     record) of the env at `old`, each checked file by file first. Returns what was taken and
-    what was not."""
+    what was not. `cached`: the conda cache folder each would otherwise be installed from."""
     report = Reused()
     packages: list[_Package] = []
     for entry in record_files(old):
@@ -253,7 +274,8 @@ def seed(old: Path, new: Path, wanted: dict[str, CondaRecord]) -> Reused:
         if isinstance(found, str):
             report.rejected.append(f"{name}: {found}")
         else:
-            packages.append(_Package(str(name), entry.name, found))
+            packages.append(_Package(str(name), entry.name, found,
+                                     (cached or {}).get(str(name))))
     inside = _Inside(old)
     claims = _claims(packages)
     borrowed: list[dict[str, set[str]]] = [{} for _ in packages]
@@ -279,6 +301,8 @@ def seed(old: Path, new: Path, wanted: dict[str, CondaRecord]) -> Reused:
         else:
             part.clear()  # not linked: nothing of it to vouch for
             report.rejected.append(f"{pkg.name}: {problem}")
+            if "conda's package cache copy" in problem:
+                report.damaged_cache.append(str(pkg.cached))
     meta = new / "conda-meta"
     meta.mkdir(parents=True, exist_ok=True)
     history = old / "conda-meta" / "history"

@@ -202,3 +202,26 @@ def test_verify_reads_again_a_file_replaced_after_it_was_checked(world: World) -
     readme.write_text("tool 6.6\n")  # another inode: the earlier check says nothing about it
     report = verify(prefix, checked=checked)
     assert report.bad_files == ["tool: share/tool/README: sha256 differs"]
+
+
+def test_a_file_edited_in_place_through_the_cache_hardlink_is_refused_with_the_way_out(
+        world: World) -> None:
+    # an editor that keeps hardlinks (vim's backupcopy=auto) changes conda's cache copy too:
+    # installed afresh from there, the package would come back edited
+    prefix = world.env("vim")
+    world.run("backup", "-n", "vim")
+    install_env(prefix, world.channel, ["liba=2.0"], cache_dir=world.pkgs)
+    readme = prefix / "share" / "tool" / "README"
+    cached = world.pkgs / "tool-0.1-0"
+    assert os.path.samefile(readme, cached / "share" / "tool" / "README")
+    with open(readme, "r+b") as f:
+        f.write(b"TOOL")
+    state = tree_hashes(prefix, skip_meta_json=False)
+    r = world.run("undo", "-n", "vim", "--yes")
+    assert r.code == 1, r.out + r.err
+    assert "edited in place" in r.err and f"Delete {cached} " in r.err, r.err
+    assert tree_hashes(prefix, skip_meta_json=False) == state
+    shutil.rmtree(cached)  # as told: the package file is unpacked again
+    r = world.run("undo", "-n", "vim", "--yes")
+    assert r.code == 0 and "byte-identical" in r.out, r.out + r.err
+    assert readme.read_text() == "tool 0.1\n"
