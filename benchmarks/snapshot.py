@@ -43,8 +43,10 @@ sys.path.insert(0, str(HERE.parent))
 
 from benchmarks.timing import median_ms, timed  # noqa: E402
 from conda_safeguard.backup import backup  # noqa: E402
+from conda_safeguard.condarc import Settings  # noqa: E402
 from conda_safeguard.prefix import RACY_NS  # noqa: E402
 from conda_safeguard.store import Store  # noqa: E402
+from conda_safeguard.wheels import wheel_keeper  # noqa: E402
 from tests.factory import (  # noqa: E402
     PYTHON_SITE_PACKAGES,
     add_pip_packages,
@@ -115,8 +117,11 @@ def main() -> int:
 
     store = Store.open(work / "store")
 
+    keep_wheels = wheel_keeper(Settings())  # the 5 pip dists kept as wheels, as the CLI does
+
     def snap(**kw: object):
-        return backup(store, prefix, env_name="big", argv=["bench"], **kw)
+        return backup(store, prefix, env_name="big", argv=["bench"], keep_wheels=keep_wheels,
+                      **kw)
 
     first_s = timed(snap)
     print(f"first snapshot (cold, writes everything):     {first_s * 1000:8.1f} ms, "

@@ -90,12 +90,14 @@ def backup(
     configured_channels: list[str] | None = None,
     conda_version: str | None = None,
     pin: Callable[[Store, EnvState], list[str]] | None = None,
+    keep_wheels: Callable[[Store, Path, EnvState], dict[str, str]] | None = None,
     force: bool = False,
 ) -> BackupResult:
     """Snapshot `prefix` unless its latest snapshot already holds the same state.
 
-    `pin` keeps the package files the snapshot needs (see pins.py); its failures are the
-    caller's choice. `force` writes a new manifest even for an unchanged env.
+    `pin` keeps the package files the snapshot needs (see pins.py), `keep_wheels` its pip
+    packages as wheels (wheels.py); their failures are the caller's choice. `force` writes a
+    new manifest even for an unchanged env.
     """
     prefix = Path(os.path.abspath(prefix))
     require_env(prefix)
@@ -109,7 +111,8 @@ def backup(
     reason = redact_url(reason)
     try:
         return _backup(store, prefix, env_name=env_name, reason=reason, argv=argv,
-                       configured=configured, conda_version=conda_version, pin=pin, force=force)
+                       configured=configured, conda_version=conda_version, pin=pin,
+                       keep_wheels=keep_wheels, force=force)
     except OSError as e:  # disk full, read-only store, unreadable env file: expected failures
         where = f" ({e.filename})" if e.filename else ""
         raise BackupError(f"Could not snapshot {prefix}: {e.strerror or e}{where}. No snapshot "
@@ -118,7 +121,9 @@ def backup(
 
 def _backup(store: Store, prefix: Path, *, env_name: str, reason: str, argv: list[str],
             configured: list[str], conda_version: str | None,
-            pin: Callable[[Store, EnvState], list[str]] | None, force: bool) -> BackupResult:
+            pin: Callable[[Store, EnvState], list[str]] | None,
+            keep_wheels: Callable[[Store, Path, EnvState], dict[str, str]] | None,
+            force: bool) -> BackupResult:
     key_name = f"env-{prefix_key(prefix)}.json"  # small: read on every backup
     records_name = f"records-{prefix_key(prefix)}.json"  # parsed records: read only on change
     with store.shared_lock(), store.env_lock(prefix):
@@ -158,7 +163,9 @@ def _backup(store: Store, prefix: Path, *, env_name: str, reason: str, argv: lis
                         parent_state=parent_state)
         if pin is not None:
             info.pins = _pins_or_none(store, pin, state)
-            info.id = manifest_id(info.to_dict())  # the id covers the pins too
+        if keep_wheels is not None and state.pip:
+            info.wheels = _wheels_or_none(store, keep_wheels, prefix, state)
+        info.id = manifest_id(info.to_dict())  # the id covers the pins and wheels too
         added += store.write_manifest(info)
         _save_cache(store, records_name, records_cache)
         _save_cache(store, key_name, {"stat_key": key, "snapshot": info.id, **same_labels})
@@ -177,6 +184,18 @@ def _pins_or_none(store: Store, pin: Callable[[Store, EnvState], list[str]],
                    f"package files into {store.root / 'packages'}; restoring it will need the "
                    "channels. Free space there, or set plugins.safeguard_keep_packages: never.")
         return []
+
+
+def _wheels_or_none(store: Store, keep: Callable[[Store, Path, EnvState], dict[str, str]],
+                    prefix: Path, state: EnvState) -> dict[str, str]:
+    """Kept wheels are extra, like pins: when they do not fit, the snapshot is still taken."""
+    try:
+        return keep(store, prefix, state)
+    except OSError as e:
+        store.warn(f"snapshot kept without pip wheels: {e.strerror or e} while writing into "
+                   f"{store.root / 'wheels'}; restoring its pip packages will need their "
+                   "sources. Free space there, or set plugins.safeguard_keep_packages: never.")
+        return {}
 
 
 def _cached_snapshot(store: Store, snapshot_id: Any, prefix: Path) -> SnapshotInfo | None:

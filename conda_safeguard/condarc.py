@@ -93,6 +93,7 @@ class Settings:
     require_snapshot: bool = False
     keep_packages: str = "auto"
     pin_budget_mb: int = 2048
+    wheel_budget_mb: int = 1024  # kept pip wheels (wheels.py)
     store_shared: bool = False  # a team store (storeperm.py)
     shared_store_secrets: bool = False
     warn_base_installs: bool = True  # advice.py
@@ -118,6 +119,7 @@ SETTINGS_SCHEMA: dict[str, tuple[str, type]] = {
     C.SETTING_REQUIRE_SNAPSHOT: ("require_snapshot", bool),
     C.SETTING_KEEP_PACKAGES: ("keep_packages", str),
     C.SETTING_PIN_BUDGET_MB: ("pin_budget_mb", int),
+    C.SETTING_WHEEL_BUDGET_MB: ("wheel_budget_mb", int),
     C.SETTING_STORE_SHARED: ("store_shared", bool),
     C.SETTING_SHARED_SECRETS: ("shared_store_secrets", bool),
     C.SETTING_WARN_BASE_INSTALLS: ("warn_base_installs", bool),

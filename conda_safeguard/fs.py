@@ -54,6 +54,19 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o600, durable: bool = 
         fsync_dir(directory)
 
 
+def commit_file(tmp: Path, path: Path) -> None:
+    """Move a fully written temp file (same directory tree, same filesystem) to `path`
+    durably: its bytes synced before the rename, the new name synced after it. For files too
+    big to hold in memory for atomic_write (kept wheels)."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
 def lock_timeout() -> float:
     """Seconds to wait for the store lock: CONDA_SAFEGUARD_LOCK_TIMEOUT, else 60.
 

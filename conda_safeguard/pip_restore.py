@@ -7,7 +7,8 @@ gets one of four actions, decided before anything is touched (`pip_plan`):
 - keep: the env being replaced has the same package from the same source, on the same python:
   its files (listed and hashed in its RECORD) are carried over, no pip run (an undo of one
   conda package does not reinstall every pip package);
-- run: `python -m pip install --no-deps` from its recorded source, with the env's own pip;
+- run: `python -m pip install --no-deps` with the env's own pip: from the wheel the store kept
+  of it at backup (wheels.py: its installed files, offline), else from its recorded source;
 - lost: it cannot come back here (offline and its source needs the network, the source folder
   is gone, the env has no pip, its record is not valid). The restore is refused unless the
   user names that loss (`--drop-pip NAME`, `--allow-pip-loss`, `--no-pip`): then it is `drop`.
@@ -27,7 +28,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ from .exceptions import SafeguardError
 from .pins import url_path
 from .prefix import PipDist, read_pip_dists, read_records
 from .snapshot import EnvState
+from .suggest import safeguard as _sg
+from .wheels import wheel_intact
 
 Progress = Callable[[str], None]
 
@@ -69,6 +72,7 @@ class PipStep:
     why: str = ""  # where it comes from, or why it cannot
     network: bool = False  # the run needs the network
     keep_files: list[str] = field(default_factory=list)  # prefix-relative, for keep
+    wheel: Path | None = None  # the kept wheel in the store it is reinstalled from
     done: bool = False
     error: str = ""
 
@@ -125,9 +129,11 @@ def check_dist(d: PipDist) -> None:
 
 
 def pip_plan(state: EnvState, current: Path | None, offline: bool,
-             policy: PipPolicy | None = None) -> list[PipStep]:
+             policy: PipPolicy | None = None,
+             wheels: Mapping[str, Path] | None = None) -> list[PipStep]:
     """What happens to each pip package of `state`, restoring over the env at `current` (None:
-    nothing is replaced). Reads only."""
+    nothing is replaced). `wheels`: the kept wheels of the snapshot (name -> file in the
+    store, wheels.kept_wheels). Reads only."""
     policy = policy or PipPolicy()
     environ = dict(os.environ) if policy.environ is None else policy.environ
     kept = _keepable(state, current) if current is not None and not policy.no_pip else {}
@@ -137,7 +143,8 @@ def pip_plan(state: EnvState, current: Path | None, offline: bool,
         if policy.no_pip:
             steps.append(PipStep(d, [], "drop", "--no-pip: not reinstalled"))
             continue
-        step = kept.get(d.name) or _run_step(d, offline, has_pip, environ)
+        step = kept.get(d.name) or _wheel_step(d, (wheels or {}).get(d.name), has_pip) or \
+            _run_step(d, offline, has_pip, environ)
         if step.action == "lost" and (policy.allow_loss or d.name in _normal(policy.drop)):
             step.action = "drop"
             step.why += " (its loss was allowed)"
@@ -152,6 +159,21 @@ def _normal(names: Collection[str]) -> set[str]:
 def _has_pip(state: EnvState) -> bool:
     """The rebuilt env will have pip: a conda `pip` package, or pip installed by pip."""
     return "pip" in state.package_map() or any(d.name == "pip" for d in state.pip)
+
+
+def _wheel_step(d: PipDist, wheel: Path | None, has_pip: bool) -> PipStep | None:
+    """From the wheel kept at backup: offline, exactly the files it had. A find-links install
+    of name==version (not the wheel's path), so pip records no direct_url.json pointing into
+    the store and the one kept in the wheel comes back."""
+    if wheel is None or d.editable or not has_pip:
+        return None
+    try:
+        check_dist(d)
+    except PipPlanError:
+        return None  # _run_step says why
+    return PipStep(d, ["--no-index", "--find-links", str(wheel.parent), "--",
+                       f"{d.name}=={d.version}"], "run",
+                   f"offline, from its kept wheel {wheel.name}", wheel=wheel)
 
 
 def _run_step(d: PipDist, offline: bool, has_pip: bool, environ: dict[str, str]) -> PipStep:
@@ -354,6 +376,11 @@ def install_pip(prefix: Path, steps: list[PipStep], *, offline: bool,
     if progress is not None:
         progress(f"reinstalling {len(todo)} pip packages with {python} -m pip")
     for s in todo:
+        if s.wheel is not None and not wheel_intact(s.wheel):
+            s.error = (f"its kept wheel {s.wheel} is damaged or gone; run "
+                       f"`{_sg('check')}` (reinstall it from its source: "
+                       f"{s.dist.requirement()})")
+            continue
         args = [str(python), "-m", "pip", "install", *PIP_FLAGS,
                 *(["--no-index"] if offline and "--no-index" not in s.args else []), *s.args]
         proc = subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL)

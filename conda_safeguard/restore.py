@@ -57,6 +57,7 @@ from .transaction import (
 )
 from .unowned import CarryReport, carry_over, config_summary, unowned, write_config
 from .verify import VerifyReport, verify
+from .wheels import kept_wheels
 
 Progress = Callable[[str], None]
 WORKERS = min(4, (os.cpu_count() or 2) * 2)
@@ -296,7 +297,8 @@ def plan_restore(store: Store, info: SnapshotInfo, target: Path, *, offline: boo
         packages.append(found)
     plan = RestorePlan(info=info, state=state, target=target, replaces=replaces,
                        method="explicit", installer=tool, packages=packages,
-                       pip=pip_plan(state, target if replaces else None, offline, pip_policy),
+                       pip=pip_plan(state, target if replaces else None, offline, pip_policy,
+                                    kept_wheels(store, info)),
                        offline=offline, pkgs_dirs=dirs,
                        platform=host, notes=notes)
     foreign = sorted({r.subdir for r in state.packages if r.subdir not in ("", "noarch", host)})

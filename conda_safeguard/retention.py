@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,6 +16,7 @@ from .store import Store, is_hash
 from .storecheck import remove_temp_files
 from .storeperm import owned_by_me
 from .suggest import safeguard as _sg
+from .wheels import wheel_files
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class PruneReport:
     kept: int = 0
     objects_removed: int = 0
     packages_removed: int = 0
+    wheels_removed: int = 0
     bytes_freed: int = 0
     removed_envs_skipped: list[str] = field(default_factory=list)
     temp_removed: int = 0  # temp files of killed runs
@@ -63,6 +66,7 @@ class PruneReport:
         return {
             "forgotten": [s.id for s in self.forgotten], "kept": self.kept,
             "objects_removed": self.objects_removed, "packages_removed": self.packages_removed,
+            "wheels_removed": self.wheels_removed,
             "bytes_freed": self.bytes_freed, "removed_envs_skipped": self.removed_envs_skipped,
             "temp_removed": self.temp_removed, "others_kept": self.others_kept,
         }
@@ -117,11 +121,17 @@ def prune(store: Store, policy: RetentionPolicy, *, prefixes: list[str] | None =
         live = [s for s in snapshots if s.id not in forgotten_ids]
         referenced = {oid for s in live for oid in s.objects.values()}
         referenced_pins = {sha for s in live for sha in s.pins}
+        referenced_wheels = {ref for s in live for ref in s.wheels.values()}
         # Decide every deletion before the first one: a surprise half-way must not leave
         # manifests deleted and their data kept (or the reverse).
         doomed_objects = [store.root / "objects" / oid[:2] / oid
                           for oid in store.iter_object_ids() if oid not in referenced]
         doomed_pins = [path for sha, path in _pin_files(store) if sha not in referenced_pins]
+        doomed_wheels = [path for sha, path in wheel_files(store)
+                         if f"{sha}/{path.name}" not in referenced_wheels]
+        for path in doomed_wheels:
+            report.wheels_removed += 1
+            report.bytes_freed += path.lstat().st_size
         for path in doomed_objects:
             report.objects_removed += 1
             report.bytes_freed += path.lstat().st_size
@@ -133,8 +143,11 @@ def prune(store: Store, policy: RetentionPolicy, *, prefixes: list[str] | None =
         if not dry_run:
             for s in report.forgotten:
                 store.delete_manifest(s.id)
-            for path in [*doomed_objects, *doomed_pins]:
+            for path in [*doomed_objects, *doomed_pins, *doomed_wheels]:
                 path.unlink()
+            for path in doomed_wheels:  # its folder, once empty (never anything else in it)
+                with contextlib.suppress(OSError):
+                    path.parent.rmdir()
             # Every writer holds the shared lock while its temp files exist: under the
             # exclusive lock, any temp file left belongs to a run that was killed.
             report.temp_removed = len(remove_temp_files(store))

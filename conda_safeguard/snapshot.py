@@ -130,6 +130,9 @@ class SnapshotInfo:
     parent: str | None = None  # the previous snapshot of the same prefix
     change: dict[str, int] = field(default_factory=dict)  # vs parent: added/removed/changed
     pins: list[str] = field(default_factory=list)  # package sha256s kept in the store
+    # pip name -> "<sha256>/<file>.whl" under wheels/ (wheels.py); in the manifest only when
+    # there are some, so snapshots without kept wheels keep their ids
+    wheels: dict[str, str] = field(default_factory=dict)
 
     @property
     def short_id(self) -> str:
@@ -146,7 +149,10 @@ class SnapshotInfo:
         return datetime.fromisoformat(self.created.replace("Z", "+00:00"))
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        if not out["wheels"]:
+            del out["wheels"]
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SnapshotInfo:

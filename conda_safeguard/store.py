@@ -10,6 +10,7 @@ Layout (format 1)::
     snapshots/<id>.json      manifests; written last, naming only objects already on disk;
                              <id> is the sha256 of every other field (snapshot.manifest_id)
     packages/<sha256><ext>   package tarballs kept for offline restore (pins)
+    wheels/<sha256>/<file>   pip packages repacked as wheels for offline restore (wheels.py)
     cache/                   derived data (parse caches), each file under its own checksum;
                              safe to delete
 
@@ -68,6 +69,20 @@ OPTIONAL_PARTS = ("config", "kernels")  # only in snapshots of envs that have so
 def is_hash(text: object) -> bool:
     """A sha256 in hex: the only shape an object, pin or snapshot id may take (never a path)."""
     return isinstance(text, str) and _HEX64.fullmatch(text) is not None
+
+
+#: A kept wheel's file name (wheels.py): name-version-pyver-abi-platform.whl, nothing else.
+_WHEEL_FILE = re.compile(r"[A-Za-z0-9_.+!]+-[A-Za-z0-9_.+!]+-[A-Za-z0-9_.]+-[A-Za-z0-9_.]+-"
+                         r"[A-Za-z0-9_.]+\.whl")
+
+
+def is_wheel_ref(ref: object) -> bool:
+    """A manifest's kept-wheel reference `<sha256>/<file>.whl`: a hash and a plain wheel file
+    name, never a path that could lead out of wheels/."""
+    if not isinstance(ref, str):
+        return False
+    sha, _, name = ref.partition("/")
+    return is_hash(sha) and _WHEEL_FILE.fullmatch(name) is not None
 
 
 def default_store_path(setting: str | None = None) -> Path:
@@ -624,6 +639,10 @@ def parse_manifest(path: Path) -> SnapshotInfo:
         raise ValueError("names objects that are not object ids")
     if not all(map(is_hash, d["pins"])) or not (d["parent"] is None or is_hash(d["parent"])):
         raise ValueError("names pins or a parent that are not sha256 ids")
+    wheels = d.get("wheels", {})
+    if not isinstance(wheels, dict) or not wheels and "wheels" in d or not all(
+            isinstance(k, str) and is_wheel_ref(v) for k, v in wheels.items()):
+        raise ValueError("names kept wheels that are not <sha256>/<name>.whl")
     if not os.path.isabs(d["prefix"]) or not all(
             isinstance(v, int) for v in [*d["counts"].values(), *d["change"].values()]):
         raise ValueError("has a relative prefix or non-numeric counts")

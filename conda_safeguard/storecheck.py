@@ -19,6 +19,7 @@ from . import constants as C
 from .fs import atomic_write
 from .pins import PACKAGE_EXTS, sha256_file
 from .store import Store, is_hash
+from .wheels import check_wheels
 
 
 @dataclass
@@ -31,6 +32,9 @@ class CheckReport:
     corrupt: list[str] = field(default_factory=list)
     missing: list[tuple[str, str]] = field(default_factory=list)  # (snapshot id, object id)
     missing_pins: list[tuple[str, str]] = field(default_factory=list)  # (snapshot id, sha256)
+    wheels: int = 0  # kept pip wheels (wheels.py)
+    # (snapshot id, "<sha256>/<file>"): restoring that pip package needs its source
+    missing_wheels: list[tuple[str, str]] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)  # manifests that cannot be trusted
     why: dict[str, str] = field(default_factory=dict)  # manifest name -> what is wrong
     stray: list[str] = field(default_factory=list)  # files no store write made (left alone)
@@ -40,7 +44,7 @@ class CheckReport:
     @property
     def ok(self) -> bool:
         return not (self.config or self.corrupt or self.missing or self.unreadable
-                    or self.missing_pins)
+                    or self.missing_pins or self.missing_wheels)
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, **self.__dict__}
@@ -68,8 +72,8 @@ def config_problem(root: Path) -> str:
 
 
 def check_store(store: Store, tick: Callable[[], None] | None = None) -> CheckReport:
-    """Re-hash every object and package; verify every manifest; report what snapshots name but
-    the store lacks. Read-only. `tick` is called per object and package hashed (progress)."""
+    """Re-hash every object, package and kept wheel; verify every manifest; report what
+    snapshots name but the store lacks. Read-only. `tick` is called per file hashed."""
     tick = tick or (lambda: None)
     report = CheckReport(config=config_problem(store.root))
     present = set()
@@ -93,6 +97,11 @@ def check_store(store: Store, tick: Callable[[], None] | None = None) -> CheckRe
         report.packages += 1
         if sha256_file(store.root / "packages" / name) != name.split(".", 1)[0]:
             report.corrupt.append(f"packages/{name}")
+    damaged_wheels, wheels_present = check_wheels(store, tick)
+    report.wheels = len(wheels_present)
+    report.corrupt += damaged_wheels
+    report.missing_wheels = [(info.id, ref) for info in store.snapshots()
+                             for ref in info.wheels.values() if ref not in wheels_present]
     report.leftovers = [str(p.relative_to(store.root)) for p in temp_files(store)]
     return report
 
@@ -115,7 +124,7 @@ def _pinned(store: Store) -> dict[str, str]:
 def temp_files(store: Store) -> list[Path]:
     """Temp files (`.tmp-*`) of writes that did not finish, in every folder the store writes."""
     folders = [store.root, store.root / "snapshots", store.root / "packages",
-               store.root / "cache"]
+               store.root / "wheels", store.root / "cache"]
     objects = store.root / "objects"
     if objects.is_dir() and not objects.is_symlink():
         folders += sorted(p for p in objects.iterdir() if p.is_dir() and not p.is_symlink())

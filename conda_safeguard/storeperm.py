@@ -24,7 +24,8 @@ from pathlib import Path
 from .exceptions import StoreError
 
 #: The fixed parts of a store; objects/<fan>/ are checked as they are used.
-STORE_ENTRIES = ("config", "lock", "gate", "objects", "snapshots", "packages", "cache")
+STORE_ENTRIES = ("config", "lock", "gate", "objects", "snapshots", "packages", "wheels",
+                 "cache")
 class UnsafeStoreError(StoreError):
     def __init__(self, path: Path, why: str, fix: str) -> None:
         super().__init__(f"Refusing to use the snapshot store at {path}: {why}. Nothing was "

@@ -45,6 +45,12 @@ def calls(log: Path) -> list[str]:
     return log.read_text().splitlines() if log.exists() else []
 
 
+def forget_kept_wheels(world: World) -> None:
+    """As a snapshot taken without kept wheels (before they existed, or over the budget):
+    restore falls back to each package's recorded source (test_wheels.py covers the wheels)."""
+    shutil.rmtree(world.store / "wheels")
+
+
 def test_a_pip_package_that_would_be_lost_is_refused_before_anything_is_touched(
         world: World) -> None:
     prefix = world.env("lose", ["python", "liba=1.0"])  # no pip in this env
@@ -138,6 +144,7 @@ def test_running_pip_from_recorded_sources_needs_consent(world: World, fake_pyth
     world.run("backup", "-n", "consent")
     snap = Store.open(world.store).resolve("consent").id
     shutil.rmtree(prefix)
+    forget_kept_wheels(world)
 
     r = world.run("restore", snap)  # no terminal (stdin is not a tty here), no --yes
     assert r.code == 4
@@ -182,8 +189,10 @@ def test_undo_keeps_unchanged_pip_packages_and_reinstalls_only_a_changed_one(
     world.run("backup", "-n", "keep")
     add_pip_packages(prefix, [{"name": "plainpkg", "version": "1.6"}])
     world.run("undo", "-n", "keep", "--yes")
-    assert calls(fake_python) == [
-        "-m pip install --no-deps --disable-pip-version-check -- plainpkg==1.5"]
+    (call,) = calls(fake_python)  # from the wheel kept at the first backup: no network
+    assert call.startswith("-m pip install --no-deps --disable-pip-version-check --no-index "
+                           f"--find-links {world.store / 'wheels'}/")
+    assert call.endswith(" -- plainpkg==1.5")
 
 
 def test_a_package_whose_files_changed_is_reinstalled_not_kept(world: World) -> None:
@@ -232,6 +241,7 @@ def test_at_a_terminal_pip_runs_only_after_a_yes(world: World, answer: str, stat
     world.run("backup", "-n", "tty")
     snap = Store.open(world.store).resolve("tty").id
     shutil.rmtree(prefix)
+    forget_kept_wheels(world)
 
     child = pexpect.spawn(sys.executable, ["-m", "conda_safeguard", "restore", snap],
                           env=dict(os.environ), encoding="utf-8", timeout=120,

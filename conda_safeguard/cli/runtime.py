@@ -60,12 +60,14 @@ class Runtime:
     def backup(self, prefix: Path, *, reason: str, argv: list[str] | None = None,
                force: bool = False) -> BackupResult:
         from ..pins import pinner
+        from ..wheels import wheel_keeper
 
         require_env(prefix)  # before opening (and maybe creating) the store
         return backup(self.store(), prefix, env_name=self.locator.name_of(prefix), reason=reason,
                       argv=argv, configured_channels=self.configured_channels,
                       conda_version=self.conda_version,
-                      pin=pinner(self.settings, progress=self.info), force=force)
+                      pin=pinner(self.settings, progress=self.info),
+                      keep_wheels=wheel_keeper(self.settings), force=force)
 
     # -- output: data to stdout, everything else to stderr ------------------------------------
 

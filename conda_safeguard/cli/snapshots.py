@@ -320,8 +320,10 @@ def cmd_check(rt: Runtime, args: argparse.Namespace) -> int:
         return 0 if report.ok else 1
     for line in repaired:
         rt.out(f"  repaired: {line}")
-    rt.out(f"checked {plural(report.objects, 'object')}, {plural(report.packages, 'package')}, "
-           f"{plural(report.snapshots, 'snapshot')}: {'ok' if report.ok else 'PROBLEMS FOUND'}")
+    wheels = f", {plural(report.wheels, 'pip wheel')}" if report.wheels else ""
+    rt.out(f"checked {plural(report.objects, 'object')}, {plural(report.packages, 'package')}"
+           f"{wheels}, {plural(report.snapshots, 'snapshot')}: "
+           f"{'ok' if report.ok else 'PROBLEMS FOUND'}")
     if report.config:
         rt.out(f"  config: {report.config} (run `{_sg('check', '--repair')}`)")
     for oid in report.corrupt:
@@ -331,6 +333,9 @@ def cmd_check(rt: Runtime, args: argparse.Namespace) -> int:
     for sid, sha in report.missing_pins:
         rt.out(f"  missing pin: package {sha[:16]} of snapshot {sid[:10]} (restoring it needs "
                "the channel)")
+    for sid, ref in report.missing_wheels:
+        rt.out(f"  missing wheel: wheels/{ref} of snapshot {sid[:10]} (restoring that pip "
+               "package needs its source)")
     for name in report.unreadable:
         rt.out(f"  damaged manifest: snapshots/{name}: {report.why.get(name, '')}; move it out "
                "of the store (that snapshot is lost)")
@@ -365,8 +370,9 @@ def cmd_prune(rt: Runtime, args: argparse.Namespace) -> int:
         rt.emit_json({"dry_run": args.dry_run, **report.to_dict()})
         return 0
     verb = "would forget" if args.dry_run else "forgot"
+    wheels = f", {plural(report.wheels_removed, 'pip wheel')}" if report.wheels_removed else ""
     rt.out(f"{verb} {plural(len(report.forgotten), 'snapshot')}, kept {report.kept}; "
-           f"{plural(report.objects_removed, 'object')} and "
+           f"{plural(report.objects_removed, 'object')}{wheels} and "
            f"{plural(report.packages_removed, 'package')} "
            f"({plural(report.bytes_freed, 'byte')}) {'would be ' if args.dry_run else ''}freed")
     for snap in report.forgotten:
