@@ -85,6 +85,9 @@ def fix_for(error: BaseException, where: object = None) -> str:
     code = getattr(error, "errno", None)
     if code in (errno.ENOSPC, errno.EDQUOT):
         return f"Free disk space{place} (or raise your quota)"
+    path = getattr(error, "filename", None)
+    if code in (errno.EACCES, errno.EPERM) and path:
+        return f"Make {path} readable and writable for you (chmod u+rwX), or move it out of the way"
     if code in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"Check you may write there{place} (permissions, a read-only filesystem)"
     if code in (errno.EMFILE, errno.ENFILE):

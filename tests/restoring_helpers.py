@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,3 +106,16 @@ def empty_cache(pkgs: Path) -> None:
     """What `conda clean --all` leaves: nothing."""
     for p in pkgs.iterdir():
         shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+def unprivileged(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Run `argv` so that file permissions apply to it. As root (tests in CI), without the
+    capabilities that let root read and search through any mode (chmod 000 stops it then);
+    as anyone else, as it is."""
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.fail("running as root needs setpriv (util-linux) to test permissions")
+        argv = [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--", *argv]
+    return subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          **kwargs)

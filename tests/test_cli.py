@@ -314,13 +314,16 @@ def test_unreadable_store(make_env, capsys, tmp_path, monkeypatch, verb) -> None
     assert blocker.read_text() == ""
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads through chmod 000")
-def test_store_without_permission(populated: Path, capsys) -> None:
+def test_store_without_permission(populated: Path) -> None:
+    from tests.restoring_helpers import unprivileged
+
     populated.chmod(0)
-    try:
-        assert_one_line_error(*run(capsys, "list"), "permission denied")
+    try:  # in a process file permissions apply to, also as root
+        proc = unprivileged([sys.executable, "-m", "conda_safeguard", "list"],
+                            env=dict(os.environ))
     finally:
         populated.chmod(0o700)
+    assert_one_line_error(proc.returncode, proc.stdout, proc.stderr, "permission denied")
 
 
 def test_errors_under_json_are_json_too(capsys) -> None:

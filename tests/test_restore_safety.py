@@ -14,7 +14,7 @@ import pytest
 
 from conda_safeguard.policy import Effect, Target
 from tests.factory import install_env
-from tests.restoring_helpers import World, make_world, package_set, tree_hashes
+from tests.restoring_helpers import World, make_world, package_set, tree_hashes, unprivileged
 
 
 @pytest.fixture
@@ -312,3 +312,25 @@ def test_undo_of_an_env_reached_through_a_symlink_replaces_it_where_it_is(
     assert package_set(real)["liba"][0] == "1.0" and (real / "results.bin").is_file()
     assert sorted(p.name for p in real.parent.iterdir()) == ["big"]
     assert sorted(p.name for p in link.parent.iterdir()) == ["big"]
+
+
+def test_an_unreadable_folder_in_the_env_fails_the_undo_and_survives(world: World) -> None:
+    """A folder restore cannot list may hold data it could not carry over: the undo stops and
+    the env stays as it was (tested with file permissions in force, also as root)."""
+    prefix = world.env("locked", ["python", "liba=1.0"])
+    world.run("backup", "-n", "locked")
+    install_env(prefix, world.channel, ["liba=2.0"], cache_dir=world.pkgs)
+    private = prefix / "results" / "private"
+    private.mkdir(parents=True)
+    (private / "run.csv").write_text("epoch,loss\n")
+    private.chmod(0)
+    try:
+        proc = unprivileged([sys.executable, "-m", "conda_safeguard", "undo", "-n", "locked",
+                             "--yes"], env=dict(os.environ))
+    finally:
+        private.chmod(0o700)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Permission denied" in proc.stderr and str(private) in proc.stderr
+    assert "unchanged" in proc.stderr and f"Make {private} readable" in proc.stderr
+    assert (private / "run.csv").read_text() == "epoch,loss\n"
+    assert package_set(prefix)["liba"][0] == "2.0" and beside(prefix) == []

@@ -130,14 +130,25 @@ def test_store_under_a_regular_file(tmp_path: Path) -> None:
     assert blocker.read_text() == "not a folder"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads through chmod 000")
+OPEN_STORE = """import sys
+from pathlib import Path
+from conda_safeguard.store import Store, StoreError
+try:
+    Store.open(Path(sys.argv[1]))
+except StoreError as e:
+    sys.exit(str(e))
+"""
+
+
 def test_unreadable_store(store: Store) -> None:
+    from tests.restoring_helpers import unprivileged
+
     store.root.chmod(0)
-    try:
-        with pytest.raises(StoreError, match="permission denied"):
-            Store.open(store.root)
+    try:  # in a process file permissions apply to, also as root
+        proc = unprivileged([sys.executable, "-c", OPEN_STORE, str(store.root)])
     finally:
         store.root.chmod(0o700)
+    assert proc.returncode == 1 and "permission denied" in proc.stderr, proc.stderr
 
 
 def test_uncreatable_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
