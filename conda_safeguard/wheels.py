@@ -59,6 +59,9 @@ COMPRESS_LEVEL = 1
 #: Fixed zip timestamps: the same files always make the same wheel (and the same sha256).
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 COMPILED = (".so", ".pyd", ".dylib", ".dll")
+#: From this installed size on, a repack says so (it takes a second or more).
+NOTE_FROM_BYTES = 50 << 20
+Progress = Callable[[str], None]
 _TAG_PART = re.compile(r"^[A-Za-z0-9_.]+$")
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+!_-]*$")
 
@@ -275,11 +278,12 @@ def wheel_files(store: Store) -> list[tuple[str, Path]]:
 
 
 def keep_wheels(store: Store, prefix: Path, dists: Iterable[PipDist], *,
-                budget_bytes: int | None) -> WheelReport:
+                budget_bytes: int | None, progress: Progress | None = None) -> WheelReport:
     """Keep a wheel of each plain pip install of `prefix` in the store, once per RECORD.
 
     `budget_bytes` None: no budget. Otherwise a dist whose installed size would take the kept
-    wheels past it is not packed (the installed size bounds the zip's)."""
+    wheels past it is not packed (the installed size bounds the zip's). `progress` hears of
+    each repack big enough to be felt (it runs once, inside a conda command's backup)."""
     report = WheelReport()
     cache = store.read_cache(CACHE_NAME)
     found = cache.get("by_record")
@@ -303,6 +307,9 @@ def keep_wheels(store: Store, prefix: Path, dists: Iterable[PipDist], *,
                     report.over_budget_bytes += packed.size
                     report.not_kept.append(f"{dist.name} (over the wheel budget)")
                     continue
+            if progress is not None and packed.size >= NOTE_FROM_BYTES:
+                progress(f"keeping pip package {dist.name} {dist.version} as a wheel for "
+                         f"offline restore ({packed.size / 1e6:.0f} MB, once)")
             ref, added = _store_wheel(store, prefix, packed, name)
         except NotPackable as e:
             report.not_kept.append(f"{dist.name} ({e})")
@@ -361,7 +368,8 @@ def _sha256(path: Path) -> str:
     return sha256_file(path)
 
 
-def wheel_keeper(settings: Settings) -> Callable[[Store, Path, EnvState], dict[str, str]] | None:
+def wheel_keeper(settings: Settings, progress: Progress | None = None,
+                 ) -> Callable[[Store, Path, EnvState], dict[str, str]] | None:
     """The wheel step backup() runs: follows safeguard_keep_packages (`never`: none; `always`:
     no budget; `auto`: within safeguard_wheel_budget_mb). Over the budget: one warning line."""
     if settings.keep_packages == "never":
@@ -369,7 +377,7 @@ def wheel_keeper(settings: Settings) -> Callable[[Store, Path, EnvState], dict[s
     budget = None if settings.keep_packages == "always" else settings.wheel_budget_mb << 20
 
     def keep(store: Store, prefix: Path, state: EnvState) -> dict[str, str]:
-        report = keep_wheels(store, prefix, state.pip, budget_bytes=budget)
+        report = keep_wheels(store, prefix, state.pip, budget_bytes=budget, progress=progress)
         if report.over_budget:
             log.warning(
                 "conda-safeguard: %s (%.1f MB installed) not kept as wheels for offline "

@@ -173,16 +173,20 @@ def test_the_wheel_is_named_by_the_tag_of_its_wheel_file(world: World) -> None:
 
 
 def test_an_unchanged_dist_is_not_repacked_and_the_same_files_make_the_same_wheel(
-        world: World) -> None:
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     prefix = world.env("again", ["python", "pip"])
     add_pip_packages(prefix, [{"name": "onepkg", "version": "1.0"},
                               {"name": "twopkg", "version": "1.0"}])
     store = Store.open(world.store)
     dists = read_pip_dists(prefix, read_records(prefix))
-    first = wheels.keep_wheels(store, prefix, dists, budget_bytes=None)
+    monkeypatch.setattr(wheels, "NOTE_FROM_BYTES", 0)  # as if they were big: each is said
+    said: list[str] = []
+    first = wheels.keep_wheels(store, prefix, dists, budget_bytes=None, progress=said.append)
     assert first.packed == 2 and set(first.kept) == {"onepkg", "twopkg"}
-    again = wheels.keep_wheels(store, prefix, dists, budget_bytes=None)
+    assert said[0].startswith("keeping pip package onepkg 1.0 as a wheel") and len(said) == 2
+    again = wheels.keep_wheels(store, prefix, dists, budget_bytes=None, progress=said.append)
     assert again.packed == 0 and again.kept == first.kept  # keyed by each RECORD's sha256
+    assert len(said) == 2  # nothing repacked, nothing said
 
     (store.root / "cache" / wheels.CACHE_NAME).unlink()  # without the cache: repacked, deduped
     third = wheels.keep_wheels(store, prefix, dists, budget_bytes=None)

@@ -67,7 +67,8 @@ class Runtime:
                       argv=argv, configured_channels=self.configured_channels,
                       conda_version=self.conda_version,
                       pin=pinner(self.settings, progress=self.info),
-                      keep_wheels=wheel_keeper(self.settings), force=force)
+                      keep_wheels=wheel_keeper(self.settings, progress=self.info),
+                      force=force)
 
     # -- output: data to stdout, everything else to stderr ------------------------------------
 
