@@ -116,16 +116,22 @@ def _entries(data: dict[str, Any]) -> list[_Entry] | str:
 
 
 class _Inside:
-    """Whether a folder under the old prefix is reached without leaving it through a symlink."""
+    """Why a folder under the old prefix is reached through a symlink, or None. One that
+    leaves the env is never followed; one inside it (lib64 -> lib) would become a real folder
+    in the new env, since symlinks are made last, and the env would change shape."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = os.path.realpath(root)
-        self.known: dict[str, bool] = {}
+    def __init__(self, old: Path) -> None:
+        self.old = os.path.abspath(old)
+        self.root = os.path.realpath(old)
+        self.known: dict[str, str | None] = {}
 
-    def __call__(self, folder: str) -> bool:
+    def __call__(self, folder: str) -> str | None:
         if folder not in self.known:
             real = os.path.realpath(folder)
-            self.known[folder] = real == self.root or real.startswith(self.root + os.sep)
+            plain = os.path.normpath(os.path.join(self.root, os.path.relpath(folder, self.old)))
+            self.known[folder] = None if real == plain else \
+                "a symlinked folder in the env" if real.startswith(self.root + os.sep) else \
+                "a symlink that leaves the env"
         return self.known[folder]
 
 
@@ -150,8 +156,9 @@ def _check(old: Path, pkg: _Package, inside: _Inside, checked: Checked, claims: 
     that is another package's version of a path both list (by the names it matches)."""
     for e in pkg.entries:
         full = os.path.join(old, e.rel)
-        if not inside(os.path.dirname(full)):
-            return f"{e.rel} is reached through a symlink that leaves the env"
+        through = inside(os.path.dirname(full))
+        if through is not None:
+            return f"{e.rel} is reached through {through}"
         if e.kind == "softlink":
             if not os.path.islink(full):
                 return f"{e.rel} is not the symlink its record says"

@@ -225,3 +225,18 @@ def test_a_file_edited_in_place_through_the_cache_hardlink_is_refused_with_the_w
     r = world.run("undo", "-n", "vim", "--yes")
     assert r.code == 0 and "byte-identical" in r.out, r.out + r.err
     assert readme.read_text() == "tool 0.1\n"
+
+
+def test_a_file_reached_through_a_symlinked_folder_inside_the_env_is_installed_afresh(
+        world: World) -> None:
+    # lib64 -> lib: seeded as it is, the folder would become a real one (symlinks are made
+    # last), the env would change shape
+    prefix = world.env("inner")
+    world.run("backup", "-n", "inner")
+    install_env(prefix, world.channel, ["liba=2.0"], cache_dir=world.pkgs)
+    (prefix / "share" / "tool").rename(prefix / "share" / "tool-real")
+    (prefix / "share" / "tool").symlink_to("tool-real")
+    r = world.run("undo", "-n", "inner", "--yes")
+    assert r.code == 0, r.out + r.err
+    assert "tool: share/tool/README is reached through a symlinked folder in the env" in r.out
+    assert (prefix / "share" / "tool" / "README").read_text() == "tool 0.1\n"
