@@ -61,3 +61,12 @@ def test_snapshot_command_line_comes_from_parsed_args():
     args = SimpleNamespace(revision="0")
     assert _command_line("install_revision", args, "/envs/x") == [
         "conda", "install", "-p", "/envs/x", "--revision", "0"]
+
+
+def test_every_setting_is_described_for_conda() -> None:
+    """conda registers each setting with its description: one missing breaks every conda
+    command on conda >= 24.3 (a KeyError while loading the plugin)."""
+    from conda_safeguard.condarc import SETTINGS_SCHEMA
+    from conda_safeguard.settings_plugin import DESCRIPTIONS
+
+    assert set(DESCRIPTIONS) == set(SETTINGS_SCHEMA)
