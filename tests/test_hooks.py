@@ -61,3 +61,14 @@ def test_snapshot_command_line_comes_from_parsed_args():
     args = SimpleNamespace(revision="0")
     assert _command_line("install_revision", args, "/envs/x") == [
         "conda", "install", "-p", "/envs/x", "--revision", "0"]
+
+
+def test_every_setting_has_the_description_conda_needs() -> None:
+    # conda builds its settings from conda_setting_definitions on every command: one missing
+    # description is a KeyError in every conda command once the plugin is installed
+    from conda_safeguard.condarc import SETTINGS_SCHEMA
+    from conda_safeguard.settings_plugin import DESCRIPTIONS, conda_setting_definitions
+
+    assert sorted(DESCRIPTIONS) == sorted(SETTINGS_SCHEMA)
+    pytest.importorskip("conda", reason="conda's parameter types are needed to build them")
+    assert len(list(conda_setting_definitions(lambda **kw: kw))) == len(SETTINGS_SCHEMA)
