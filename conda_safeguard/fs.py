@@ -24,6 +24,25 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def rename_noreplace(src: Path, dest: Path) -> bool:
+    """Rename `src` to `dest` only if nothing is at `dest`, in one step (renameat2
+    RENAME_NOREPLACE on Linux, renamex_np RENAME_EXCL on macOS). False when something is
+    there, or the system cannot promise it (then nothing was renamed)."""
+    import ctypes
+
+    if sys.platform.startswith("linux"):  # AT_FDCWD, RENAME_NOREPLACE
+        name, args = "renameat2", (-100, os.fsencode(src), -100, os.fsencode(dest), 1)
+    elif sys.platform == "darwin":  # RENAME_EXCL
+        name, args = "renamex_np", (os.fsencode(src), os.fsencode(dest), 4)
+    else:
+        return False
+    try:
+        fn = getattr(ctypes.CDLL(None, use_errno=True), name)
+    except (OSError, AttributeError):
+        return False
+    return bool(fn(*args) == 0)
+
+
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o600, durable: bool = True) -> None:
     """Write `data` so that `path` holds either its old content or all of `data`, never a mix.
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from .constants import ENV_BUILDING
 from .exceptions import SafeguardError
+from .fs import rename_noreplace
 from .pins import hash_file, named_link
 
 if TYPE_CHECKING:
@@ -129,7 +130,8 @@ class CondaCLI(Installer):
         named = [PackageFile(p.record, p.kind, named_link(p.path, cache, p.record.fn))
                  for p in local if p.path is not None]
         if find_unpacker():
-            unpack_all(named, cache, job.staging)
+            unpacked = unpack_all(named, cache, job.staging)
+            hand_over({unpacked[p.record.fn]: p.record.url for p in named}, job.pkgs_dirs)
         (cache / "urls.txt").write_text("".join(f"{p.record.url}\n" for p in named),
                                         encoding="utf-8")
         # conda's explicit parser takes one hash a line; md5 is what conda's cache records
@@ -294,6 +296,39 @@ def unpack_all(packages: list[PackageFile], cache: Path, staging: Path) -> dict[
 
     with ThreadPoolExecutor(WORKERS) as pool:
         return dict(pool.map(one, packages))
+
+
+def hand_over(unpacked: dict[Path, str], pkgs_dirs: list[Path]) -> int:
+    """Move unpacked package folders into conda's first package cache, where conda would
+    have unpacked them itself: nothing is left to delete afterwards (15k files take about a
+    second), and the next restore or conda command finds them there. One rename each; a
+    folder conda already has under that name is never touched, and when the cache is not
+    writable or on another filesystem they stay in the staging cache. `unpacked` maps each
+    folder to the URL its package came from; urls.txt gets those lines, as conda appends
+    them on a download (conda < 24 ignores a cache without that file). Returns how many
+    moved."""
+    if not pkgs_dirs:
+        return 0
+    conda_cache = pkgs_dirs[0]
+    try:
+        conda_cache.mkdir(parents=True, exist_ok=True)  # what conda does on its first fetch
+    except OSError:
+        return 0
+    if not os.access(conda_cache, os.W_OK | os.X_OK):
+        return 0
+    moved = []
+    for folder, url in unpacked.items():
+        dest = conda_cache / folder.name
+        if os.path.lexists(dest):
+            continue
+        # one step, and only onto nothing (an empty folder conda just made to unpack into
+        # is left to conda); on another filesystem it fails and ours stays in staging
+        if rename_noreplace(folder, dest):
+            moved.append(url)
+    if moved:
+        with open(conda_cache / "urls.txt", "a", encoding="utf-8") as urls:  # O_APPEND
+            urls.write("".join(f"{u}\n" for u in moved))
+    return len(moved)
 
 
 def _write_repodata_record(folder: Path, r: CondaRecord) -> None:

@@ -23,7 +23,7 @@ DESCRIPTIONS = {
     C.SETTING_REQUIRE_SNAPSHOT: "Refuse any change when its snapshot fails (default: warn).",
     C.SETTING_KEEP_PACKAGES: "Keep package files for offline restore: auto, always or never.",
     C.SETTING_PIN_BUDGET_MB: "Most MB of package copies kept when hardlinks are impossible.",
-    C.SETTING_WHEEL_BUDGET_MB: "Most MB of pip wheels kept for offline restore (auto).",
+    C.SETTING_WHEEL_BUDGET_MB: "Most MB of pip wheels kept so pip packages restore offline.",
     C.SETTING_STORE_SHARED: "The store is a team store: group-writable, each user prunes "
                             "only their own snapshots.",
     C.SETTING_SHARED_SECRETS: "Keep env vars that look like credentials in a team store too.",

@@ -177,37 +177,56 @@ def wheel_name(dist: PipDist, tag: str) -> str:
 
 
 def write_wheel(prefix: Path, packed: Packed, out: Path) -> None:
-    """Zip `packed` into `out`, reproducibly: same files, same bytes."""
+    """Zip `packed` into `out`, reproducibly (same files, same bytes), a file at a time: a
+    large shared library is streamed, never held in memory."""
     python_dirs = tuple(os.path.join(os.path.realpath(prefix), d) for d in ("bin", "python"))
     rows = []
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL) as zf:
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
         def add(name: str, data: bytes, mode: int) -> None:
-            zi = zipfile.ZipInfo(name, ZIP_TIME)
-            zi.external_attr = ((mode & 0o777) | stat.S_IFREG) << 16
-            zi.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(zi, data, compresslevel=COMPRESS_LEVEL)
-            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
-            rows.append((name, f"sha256={digest.decode()}", str(len(data))))
+            zf.writestr(_entry(name, mode), data)
+            rows.append((name, _record_hash(hashlib.sha256(data)), str(len(data))))
 
         for name, path in packed.entries:
-            with open(path, "rb") as f:
-                data = f.read()
-            if "/scripts/" in name and data.startswith(b"#!"):
-                data = _portable_shebang(data, python_dirs)
-            add(name, data, os.stat(path).st_mode)
+            st = os.stat(path)
+            if "/scripts/" in name:  # small: its shebang may be rewritten
+                with open(path, "rb") as f:
+                    add(name, _portable_shebang(f.read(), python_dirs), st.st_mode)
+                continue
+            h, size = hashlib.sha256(), 0
+            with open(path, "rb") as src, zf.open(_entry(name, st.st_mode), "w",
+                                                  force_zip64=st.st_size > 1 << 30) as dst:
+                for chunk in iter(lambda: src.read(1 << 20), b""):  # noqa: B023
+                    h.update(chunk)
+                    dst.write(chunk)
+                    size += len(chunk)
+            rows.append((name, _record_hash(h), str(size)))
         if f"{packed.dist_info}/WHEEL" not in dict(packed.entries):
             add(f"{packed.dist_info}/WHEEL", b"Wheel-Version: 1.0\nGenerator: conda-safeguard\n"
                 b"Root-Is-Purelib: true\nTag: py3-none-any\n", 0o644)
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows(
             [*rows, (f"{packed.dist_info}/RECORD", "", "")])
-        zi = zipfile.ZipInfo(f"{packed.dist_info}/RECORD", ZIP_TIME)
-        zi.external_attr = (0o644 | stat.S_IFREG) << 16
-        zf.writestr(zi, buf.getvalue().encode(), zipfile.ZIP_DEFLATED, COMPRESS_LEVEL)
+        zf.writestr(_entry(f"{packed.dist_info}/RECORD", 0o644), buf.getvalue().encode())
+
+
+def _entry(name: str, mode: int) -> zipfile.ZipInfo:
+    zi = zipfile.ZipInfo(name, ZIP_TIME)
+    zi.external_attr = ((mode & 0o777) | stat.S_IFREG) << 16
+    zi.compress_type = zipfile.ZIP_DEFLATED
+    # the level writestr and open("w") compress an entry with (public from Python 3.13 on)
+    setattr(zi, "compress_level" if hasattr(zi, "compress_level") else "_compresslevel",
+            COMPRESS_LEVEL)
+    return zi
+
+
+def _record_hash(h: Any) -> str:
+    return "sha256=" + base64.urlsafe_b64encode(h.digest()).rstrip(b"=").decode()
 
 
 def _portable_shebang(data: bytes, python_dirs: tuple[str, ...]) -> bytes:
     """`#!<this env>/bin/python3.11 …` -> `#!python …`: pip writes the python it installs with."""
+    if not data.startswith(b"#!"):
+        return data
     first, nl, rest = data.partition(b"\n")
     interpreter = first[2:].strip().split(b" ", 1)
     path = os.fsdecode(interpreter[0])

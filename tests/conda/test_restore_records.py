@@ -162,6 +162,15 @@ def test_conda_pins_restore_offline_after_conda_clean_all(
     assert "3 pinned in the store" in proc.stdout and "byte-identical" in proc.stdout
     assert conda("list", "--explicit", "--md5", "-p", prefix).stdout == before
     assert file_hashes(prefix) == hashes
+    # the pins were unpacked where conda would have unpacked them: its own package cache,
+    # so nothing was left to delete and the next restore links from there
+    cached = sorted(p.name for p in (tmp_path / "conda-pkgs").iterdir() if p.is_dir())
+    assert cached == ["liba-1.0-0", "libb-1.0-0", "tool-0.1-0"], cached
+    assert not [p for p in prefix.parent.iterdir() if "safeguard" in p.name]
+    conda("remove", "-p", prefix, "--all", "-y", allow="pinned")
+    proc = ok(safeguard("restore", "pinned", "--yes", "--offline"))
+    assert "0 pinned in the store, 3 from package caches" in proc.stdout
+    assert conda("list", "--explicit", "--md5", "-p", prefix).stdout == before
 
 
 def test_records_are_what_conda_writes_with_its_extra_checks_on(
