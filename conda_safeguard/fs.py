@@ -24,23 +24,33 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def rename_noreplace(src: Path, dest: Path) -> bool:
-    """Rename `src` to `dest` only if nothing is at `dest`, in one step (renameat2
-    RENAME_NOREPLACE on Linux, renamex_np RENAME_EXCL on macOS). False when something is
-    there, or the system cannot promise it (then nothing was renamed)."""
+#: (Linux renameat2 flag, macOS renamex_np flag)
+RENAME_NOREPLACE = (1, 4)  # RENAME_NOREPLACE, RENAME_EXCL
+RENAME_EXCHANGE = (2, 2)  # RENAME_EXCHANGE, RENAME_SWAP
+
+
+def rename_with(src: Path, dest: Path, flags: tuple[int, int]) -> int:
+    """One rename with a flag plain rename has not: 0 when done, else the errno (ENOSYS when
+    this system has no such call: Linux < 3.15, macOS < 10.12, others)."""
     import ctypes
 
-    if sys.platform.startswith("linux"):  # AT_FDCWD, RENAME_NOREPLACE
-        name, args = "renameat2", (-100, os.fsencode(src), -100, os.fsencode(dest), 1)
-    elif sys.platform == "darwin":  # RENAME_EXCL
-        name, args = "renamex_np", (os.fsencode(src), os.fsencode(dest), 4)
+    if sys.platform.startswith("linux"):  # AT_FDCWD for both paths
+        name, args = "renameat2", (-100, os.fsencode(src), -100, os.fsencode(dest), flags[0])
+    elif sys.platform == "darwin":
+        name, args = "renamex_np", (os.fsencode(src), os.fsencode(dest), flags[1])
     else:
-        return False
+        return errno.ENOSYS
     try:
         fn = getattr(ctypes.CDLL(None, use_errno=True), name)
     except (OSError, AttributeError):
-        return False
-    return bool(fn(*args) == 0)
+        return errno.ENOSYS
+    return 0 if fn(*args) == 0 else ctypes.get_errno()
+
+
+def rename_noreplace(src: Path, dest: Path) -> bool:
+    """Rename `src` to `dest` only if nothing is at `dest`, in one step. False when something
+    is there, or the system cannot promise it (then nothing was renamed)."""
+    return rename_with(src, dest, RENAME_NOREPLACE) == 0
 
 
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o600, durable: bool = True) -> None:

@@ -26,7 +26,6 @@ It also owns which paths may be replaced at all: never a conda installation's ro
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import hashlib
 import json
@@ -46,7 +45,7 @@ from types import FrameType
 from typing import Any
 
 from .exceptions import SafeguardError, StoreLockTimeout
-from .fs import atomic_write, file_lock, fsync_dir
+from .fs import RENAME_EXCHANGE, atomic_write, file_lock, fsync_dir, rename_with
 
 Progress = Callable[[str], None]
 JOURNAL_SUFFIX = ".safeguard-journal.json"
@@ -175,20 +174,9 @@ def _now() -> str:
 def _atomic_swap(a: Path, b: Path) -> bool:
     """Swap two paths in one step: renameat2(RENAME_EXCHANGE) on Linux ≥ 3.15,
     renamex_np(RENAME_SWAP) on macOS ≥ 10.12. False when the system cannot."""
-    args: tuple[object, ...]
-    if sys.platform.startswith("linux"):  # AT_FDCWD, RENAME_EXCHANGE
-        name, args = "renameat2", (-100, os.fsencode(a), -100, os.fsencode(b), 2)
-    elif sys.platform == "darwin":  # RENAME_SWAP
-        name, args = "renamex_np", (os.fsencode(a), os.fsencode(b), 2)
-    else:
-        return False
-    try:
-        fn: Callable[..., int] = getattr(ctypes.CDLL(None, use_errno=True), name)
-    except (OSError, AttributeError):
-        return False
-    if fn(*args) == 0:
+    err = rename_with(a, b, RENAME_EXCHANGE)
+    if err == 0:
         return True
-    err = ctypes.get_errno()
     if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
         return False
     raise OSError(err, os.strerror(err), str(a))

@@ -164,3 +164,13 @@ def cli_output(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     out, err = capsys.readouterr()
     assert code == 0, err
     return out
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, conda_root: Path,
+          channel: LocalChannel, capsys: pytest.CaptureFixture[str]) -> Any:
+    """A conda root with a package cache, a store and the CLI run in process
+    (tests/restoring_helpers.py): the setting of the restore and pins tests."""
+    from tests.restoring_helpers import make_world
+
+    return make_world(tmp_path, monkeypatch, conda_root, channel, capsys)

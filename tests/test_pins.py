@@ -16,12 +16,7 @@ from conda_safeguard.prefix import read_records
 from conda_safeguard.snapshot import capture
 from conda_safeguard.store import Store
 from tests.factory import install_env
-from tests.restoring_helpers import World, empty_cache, make_world
-
-
-@pytest.fixture
-def world(tmp_path, monkeypatch, conda_root, channel, capsys) -> World:
-    return make_world(tmp_path, monkeypatch, conda_root, channel, capsys)
+from tests.restoring_helpers import World, empty_cache
 
 
 def pinned(world: World) -> dict[str, os.stat_result]:

@@ -23,11 +23,6 @@ from tests.restoring_helpers import (
 )
 
 
-@pytest.fixture
-def world(tmp_path, monkeypatch, conda_root, channel, capsys) -> World:
-    return make_world(tmp_path, monkeypatch, conda_root, channel, capsys)
-
-
 def leftovers(parent: Path) -> list[str]:
     return sorted(p.name for p in parent.iterdir() if "safeguard" in p.name)
 

@@ -21,14 +21,9 @@ import pytest
 
 from conda_safeguard.prefix import is_env
 from tests.factory import install_env
-from tests.restoring_helpers import World, make_world, package_set
+from tests.restoring_helpers import World, package_set
 
 RUNS = int(os.environ.get("CONDA_SAFEGUARD_CRASH_RUNS", "20"))
-
-
-@pytest.fixture
-def world(tmp_path, monkeypatch, conda_root, channel, capsys) -> World:
-    return make_world(tmp_path, monkeypatch, conda_root, channel, capsys)
 
 
 def start(*args: str | os.PathLike[str]) -> subprocess.Popen[str]:

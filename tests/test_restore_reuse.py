@@ -9,22 +9,14 @@ import os
 import shutil
 from pathlib import Path
 
-import pytest
-
 from tests.factory import install_env, make_conda_package_cache
 from tests.restoring_helpers import (
     World,
     channel_records,
     empty_cache,
-    make_world,
     package_set,
     tree_hashes,
 )
-
-
-@pytest.fixture
-def world(tmp_path, monkeypatch, conda_root, channel, capsys) -> World:
-    return make_world(tmp_path, monkeypatch, conda_root, channel, capsys)
 
 
 def inodes(prefix: Path) -> dict[str, int]:

@@ -14,12 +14,7 @@ import pytest
 
 from conda_safeguard.policy import Effect, Target
 from tests.factory import install_env
-from tests.restoring_helpers import World, make_world, package_set, tree_hashes, unprivileged
-
-
-@pytest.fixture
-def world(tmp_path, monkeypatch, conda_root, channel, capsys) -> World:
-    return make_world(tmp_path, monkeypatch, conda_root, channel, capsys)
+from tests.restoring_helpers import World, package_set, tree_hashes, unprivileged
 
 
 def beside(prefix: Path) -> list[str]:
