@@ -284,6 +284,14 @@ def read_record(path: Path) -> CondaRecord:
     try:
         with open(path, "rb") as f:
             data = json.loads(f.read())
+    except ValueError as e:
+        raise CorruptEnvError(str(path), f"not a valid conda-meta record ({e})") from None
+    return record_from_json(data, path)
+
+
+def record_from_json(data: object, path: Path) -> CondaRecord:
+    """A conda-meta record already read from `path` (named in the error)."""
+    try:
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
         return _record_from_json(data)

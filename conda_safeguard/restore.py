@@ -126,9 +126,9 @@ class RestorePlan:
     # (each file checked first), so only the others are installed (reuse.py)
     reuse: set[str] = field(default_factory=set)
 
-    def source_counts(self) -> dict[str, int]:
+    def source_counts(self, packages: list[PackageFile] | None = None) -> dict[str, int]:
         counts = {"pin": 0, "cache": 0, "extracted": 0, "channel": 0, "missing": 0}
-        for p in self.packages:
+        for p in self.packages if packages is None else packages:
             counts[p.kind] += 1
         return counts
 
@@ -151,9 +151,7 @@ class RestorePlan:
     def describe(self) -> list[str]:
         info = self.info
         installed = [p for p in self.packages if p.record.name not in self.reuse]
-        c = {"pin": 0, "cache": 0, "extracted": 0, "channel": 0, "missing": 0}
-        for p in installed:
-            c[p.kind] += 1
+        c = self.source_counts(installed)
         downloads = sum(p.kind == "channel" and not p.record.url.startswith("file:")
                         for p in installed)
         network = f"needs network: {downloads} package files download from their channels" \
@@ -406,7 +404,7 @@ def _refuse_unavailable(plan: RestorePlan, reused: Reused) -> None:
         raise RestoreError(
             f"A file of the env was edited in place, and conda's package cache shares it (a "
             f"hardlink), so its cached copy changed too: "
-            f"{'; '.join(r for r in reused.rejected if 'package cache copy' in r)}. "
+            f"{'; '.join(reused.damaged_cache.values())}. "
             "Installed from there, the package would come back edited, and the restore would "
             "fail its check. Nothing was changed. Delete "
             f"{', '.join(sorted(reused.damaged_cache))} (conda unpacks the package file "

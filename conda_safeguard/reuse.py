@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import CorruptEnvError
-from .prefix import CondaRecord, paths_in_prefix, read_record, record_files
+from .prefix import CondaRecord, paths_in_prefix, record_files, record_from_json
 from .suggest import plural
 from .verify import _COMPILED_TYPES, Checked, _sha256, same_package, stamp
 
@@ -43,9 +43,9 @@ class Reused:
     unhashed: int = 0  # of them, made at install time (.pyc, entry points): no hash to check
     rejected: list[str] = field(default_factory=list)  # "name: why": installed afresh
     checked: Checked = field(default_factory=dict)  # files hashed here: verify needn't again
-    # conda package cache folders holding a file that was edited in place in the env (one
-    # inode, hardlinked): the installer would link the edited bytes again
-    damaged_cache: list[str] = field(default_factory=list)
+    # conda package cache folder -> "name: why", for a file edited in place in the env (one
+    # inode, hardlinked with the cache's copy): the installer would link the edited bytes again
+    damaged_cache: dict[str, str] = field(default_factory=dict)
 
     def describe(self) -> str:
         checked = "checked" if not self.unhashed else \
@@ -73,6 +73,7 @@ class _Package:
     record_file: str  # conda-meta/<name>-<version>-<build>.json
     entries: list[_Entry]
     cached: Path | None = None  # the conda cache folder it would be installed from
+    edited_cache: bool = False  # a file of it was edited in place, changing that folder too
 
 
 def _safe_rel(rel: object) -> str | None:
@@ -183,27 +184,27 @@ def _check(old: Path, pkg: _Package, inside: _Inside, checked: Checked, claims: 
                 owners = {n for n, h in claims.get(e.rel, {}).items()
                           if n != pkg.name and h == actual}
                 if not owners:
-                    return f"{e.rel} differs from its recorded sha256" + _same_as_cache(
-                        pkg, e.rel, st)
+                    pkg.edited_cache = _same_as_cache(pkg, e.rel, st)
+                    return f"{e.rel} differs from its recorded sha256" + (
+                        f" (edited in place: it is the same file as conda's package cache "
+                        f"copy in {pkg.cached}, which changed with it)"
+                        if pkg.edited_cache else "")
                 borrowed[e.rel] = owners  # fine if one of them is kept too
                 continue
             checked[e.rel] = stamp(st)
     return None
 
 
-def _same_as_cache(pkg: _Package, rel: str, st: os.stat_result) -> str:
+def _same_as_cache(pkg: _Package, rel: str, st: os.stat_result) -> bool:
     """conda hardlinks files from its package cache: a file edited in place in the env (an
     editor keeping the hardlink) changed the cache's copy too."""
     if pkg.cached is None:
-        return ""
+        return False
     try:
         cache = os.lstat(pkg.cached / rel)
     except OSError:
-        return ""
-    if (cache.st_dev, cache.st_ino) != (st.st_dev, st.st_ino):
-        return ""
-    return f" (edited in place: it is the same file as conda's package cache copy in " \
-        f"{pkg.cached}, which changed with it)"
+        return False
+    return (cache.st_dev, cache.st_ino) == (st.st_dev, st.st_ino)
 
 
 def _link(src: str, dest: str) -> None:
@@ -271,7 +272,7 @@ def seed(old: Path, new: Path, wanted: dict[str, CondaRecord],
             name = data.get("name") if isinstance(data, dict) else None
             if name not in wanted:
                 continue
-            if not same_package(wanted[name], read_record(Path(entry.path))):
+            if not same_package(wanted[name], record_from_json(data, Path(entry.path))):
                 # the env changed since the plan was made (a conda command, a rolled-back restore)
                 report.rejected.append(f"{name}: it is no longer the snapshot's build")
                 continue
@@ -308,8 +309,8 @@ def seed(old: Path, new: Path, wanted: dict[str, CondaRecord],
         else:
             part.clear()  # not linked: nothing of it to vouch for
             report.rejected.append(f"{pkg.name}: {problem}")
-            if "conda's package cache copy" in problem:
-                report.damaged_cache.append(str(pkg.cached))
+            if pkg.edited_cache:
+                report.damaged_cache[str(pkg.cached)] = f"{pkg.name}: {problem}"
     meta = new / "conda-meta"
     meta.mkdir(parents=True, exist_ok=True)
     history = old / "conda-meta" / "history"
