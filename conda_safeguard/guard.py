@@ -166,10 +166,13 @@ def unowned_note(target: Target) -> str:
     found = unowned_summary(Path(target.prefix))
     if found is None or not found.files:
         return ""
+    one = len(found.files) == 1
     if target.keeps_unowned:
-        return f"Its {found.describe()} are carried over into the restored env."
-    return (f"It holds {found.describe()} (user data): they will be lost, and no snapshot can "
-            "bring them back.")
+        return f"Its {found.describe()} {'is' if one else 'are'} carried over into the " \
+            "restored env."
+    them = "it" if one else "them"
+    return (f"It holds {found.describe()} (user data): {'it' if one else 'they'} will be "
+            f"lost, and no snapshot can bring {them} back.")
 
 
 def confirm_typed_name(rt: Runtime, target: Target) -> str | None:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..suggest import safeguard as _sg
 from .common import (
     add_confirm_options,
     add_env_options,
@@ -260,7 +261,7 @@ def _report(rt: Runtime, plan: RestorePlan, result: RestoreResult, before: Guard
     if taken:
         rt.out(f"  the env it {'would have ' if result.rolled_back else ''}replaced is "
                f"snapshot {taken[:10]}" + ("" if result.rolled_back else
-                                           f" (conda-safeguard restore {taken[:10]})"))
+                                           f" (`{_sg('restore', taken[:10])}`)"))
     if after:
         rt.out(f"  the restored env is snapshot {after[:10]}")
 
