@@ -60,6 +60,18 @@ def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[st
     return proc
 
 
+def undo_one_change(setup, prefix: Path, kept: int) -> None:  # type: ignore[no-untyped-def]
+    """An env that verifies, a snapshot, liba 1.0 -> 2.0 by conda, then undo: byte-identical
+    with the `kept` other packages taken over."""
+    conda, safeguard, channel_args = setup
+    assert "byte-identical" in ok(safeguard("verify", "-p", prefix)).stdout
+    ok(safeguard("backup", "-p", prefix))
+    conda("install", "-p", prefix, *channel_args, "liba=2.0", "-y")
+    proc = ok(safeguard("undo", "-p", prefix, "--yes", allow=prefix.name))
+    assert "byte-identical" in proc.stdout, proc.stdout
+    assert f"kept {kept} unchanged packages" in proc.stdout, proc.stdout
+
+
 def test_remove_then_restore_is_identical_even_after_conda_clean(
         setup, conda_root: Path, own_channel: LocalChannel) -> None:
     conda, safeguard, channel_args = setup
@@ -121,19 +133,14 @@ def test_undo_keeps_a_noarch_python_package_whose_paths_conda_records_as_package
         setup, conda_root: Path, own_channel: LocalChannel) -> None:
     # conda writes a noarch: python package's paths_data as the package has them
     # (site-packages/nap/…), its `files` as linked (lib/python3.11/site-packages/nap/…)
-    conda, safeguard, channel_args = setup
+    conda, _, channel_args = setup
     own_channel.add("nap", "1.0", noarch="python", depends=["python"],
                     files={"site-packages/nap/__init__.py": b"V = 1\n"})
     own_channel.index()
     prefix = conda_root / "envs" / "nap"
     conda("create", "-p", prefix, *channel_args, "python", "liba=1.0", "nap", "-y")
     assert (prefix / "lib/python3.11/site-packages/nap/__init__.py").is_file()
-    assert "byte-identical" in ok(safeguard("verify", "-p", prefix)).stdout
-    ok(safeguard("backup", "-p", prefix))
-    conda("install", "-p", prefix, *channel_args, "liba=2.0", "-y")
-    proc = ok(safeguard("undo", "-p", prefix, "--yes", allow="nap"))
-    assert "byte-identical" in proc.stdout and "kept 2 unchanged packages" in proc.stdout, \
-        proc.stdout
+    undo_one_change(setup, prefix, kept=2)
 
 
 @pytest.mark.newest_conda_only
@@ -184,7 +191,7 @@ def test_undo_of_an_env_where_two_packages_list_one_file(
         setup, conda_root: Path, own_channel: LocalChannel) -> None:
     # conda's clobbering: the package linked last owns share/common.txt, the other's record
     # still names it with its own sha256
-    conda, safeguard, channel_args = setup
+    conda, _, channel_args = setup
     for name in ("clob1", "clob2"):
         own_channel.add(name, "1.0", files={"share/common.txt": f"from {name}\n".encode(),
                                             f"share/{name}.txt": b"x\n"})
@@ -192,10 +199,5 @@ def test_undo_of_an_env_where_two_packages_list_one_file(
     prefix = conda_root / "envs" / "clob"
     conda("create", "-p", prefix, *channel_args, "python", "liba=1.0", "clob1", "clob2", "-y")
     winner = (prefix / "share" / "common.txt").read_text()
-    assert "byte-identical" in ok(safeguard("verify", "-p", prefix)).stdout
-    ok(safeguard("backup", "-p", prefix))
-    conda("install", "-p", prefix, *channel_args, "liba=2.0", "-y")
-    proc = ok(safeguard("undo", "-p", prefix, "--yes", allow="clob"))
-    assert "byte-identical" in proc.stdout and "kept 3 unchanged packages" in proc.stdout, \
-        proc.stdout
+    undo_one_change(setup, prefix, kept=3)
     assert (prefix / "share" / "common.txt").read_text() == winner
