@@ -32,7 +32,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks.timing import median_ms, timed  # noqa: E402
+from benchmarks.timing import median_ms, timed, with_bytecode  # noqa: E402
 from tests.factory import (  # noqa: E402
     LocalChannel,
     add_pip_packages,
@@ -77,11 +77,7 @@ class Bench:
         return int(self.args.runs)
 
     def sub_env(self) -> dict[str, str]:
-        """Subprocesses, ours and conda's alike, run with a bytecode cache, as installed
-        packages have one; run each command once untimed to fill it."""
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-        env["PYTHONPYCACHEPREFIX"] = str(self.work / "pycache")
-        return env
+        return with_bytecode(os.environ, self.work)
 
     def run(self, argv: list[str], *, ok_codes: tuple[int, ...] = (0,)) -> str:
         p = subprocess.run(argv, capture_output=True, text=True, env=self.sub_env())

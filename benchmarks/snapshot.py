@@ -41,7 +41,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks.timing import median_ms, timed  # noqa: E402
+from benchmarks.timing import median_ms, timed, with_bytecode  # noqa: E402
 from conda_safeguard.backup import backup  # noqa: E402
 from conda_safeguard.condarc import Settings  # noqa: E402
 from conda_safeguard.prefix import RACY_NS  # noqa: E402
@@ -156,11 +156,7 @@ def main() -> int:
     settle(prefix)
     snap()
 
-    # Subprocesses, ours and conda's alike, run with a bytecode cache, as installed packages
-    # have one (a shell with PYTHONDONTWRITEBYTECODE=1 and no __pycache__ would compile every
-    # module on every call); one untimed call each fills it.
-    sub_env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    sub_env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+    sub_env = with_bytecode(os.environ, work)  # one untimed call each fills it
 
     def run(argv: list[str]) -> None:
         subprocess.run(argv, check=True, capture_output=True, env=sub_env)

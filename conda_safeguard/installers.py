@@ -24,7 +24,7 @@ import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,7 @@ from .constants import ENV_BUILDING
 from .exceptions import SafeguardError
 from .fs import rename_noreplace
 from .pins import hash_file, named_link
+from .verify import SourceDigests
 
 if TYPE_CHECKING:
     from .prefix import CondaRecord
@@ -66,6 +67,8 @@ class InstallJob:
     # packages already in build_prefix, taken over from the env being replaced (reuse.py):
     # the installer adds `packages` next to them and leaves them as they are
     kept: frozenset[str] = frozenset()
+    # the package files linked from, hashed while the installer runs, for verify to use
+    sources: SourceDigests = field(default_factory=SourceDigests)
 
 
 def dist_name(fn: str) -> str:
@@ -129,9 +132,12 @@ class CondaCLI(Installer):
         local = [p for p in job.packages if p.kind in ("pin", "cache") and p.path is not None]
         named = [PackageFile(p.record, p.kind, named_link(p.path, cache, p.record.fn))
                  for p in local if p.path is not None]
-        if find_unpacker():
+        folders = [p.path for p in job.packages if p.kind == "extracted" and p.path is not None]
+        if named and find_unpacker():
             unpacked = unpack_all(named, cache, job.staging)
             hand_over({unpacked[p.record.fn]: p.record.url for p in named}, job.pkgs_dirs)
+            folders += [d if d.is_dir() else job.pkgs_dirs[0] / d.name
+                        for d in unpacked.values()]
         (cache / "urls.txt").write_text("".join(f"{p.record.url}\n" for p in named),
                                         encoding="utf-8")
         # conda's explicit parser takes one hash a line; md5 is what conda's cache records
@@ -151,7 +157,8 @@ class CondaCLI(Installer):
         env = {**self._env(job, cache), **checked_linking(os.environ)}
         if job.kept:  # our own plugin in that conda: this is the restore, not a user's change
             env[ENV_BUILDING] = str(job.build_prefix)
-        self._run(args, env, "install the explicit package list")
+        with job.sources.hashing(folders):
+            self._run(args, env, "install the explicit package list")
 
     def install_solved(self, job: InstallJob, yml: Path, specs: list[str],
                        channels: list[str]) -> None:

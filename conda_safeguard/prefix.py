@@ -281,12 +281,15 @@ def _matches_file_name(record: CondaRecord, file_name: str) -> bool:
 
 
 def read_record(path: Path) -> CondaRecord:
+    return record_from_json(_read_json(path), path)
+
+
+def _read_json(path: Path) -> object:
     try:
         with open(path, "rb") as f:
-            data = json.loads(f.read())
+            return json.loads(f.read())
     except ValueError as e:
         raise CorruptEnvError(str(path), f"not a valid conda-meta record ({e})") from None
-    return record_from_json(data, path)
 
 
 def record_from_json(data: object, path: Path) -> CondaRecord:
@@ -299,11 +302,13 @@ def record_from_json(data: object, path: Path) -> CondaRecord:
         raise CorruptEnvError(str(path), f"not a valid conda-meta record ({e})") from None
 
 
-def read_records(prefix: Path, cache: dict[str, Any] | None = None) -> list[CondaRecord]:
+def read_records(prefix: Path, cache: dict[str, Any] | None = None,
+                 raw: dict[str, dict[str, Any]] | None = None) -> list[CondaRecord]:
     """Every conda record of the env, sorted by name.
 
     `cache` maps a record file name to `[size, mtime_ns, record-dict]`; entries whose file is
     unchanged are reused, so a warm snapshot parses no JSON (records hold whole `paths` lists).
+    `raw`, without `cache`, receives each record's whole JSON by package name.
     """
     records = []
     racy_after = time.time_ns() - RACY_NS
@@ -314,12 +319,15 @@ def read_records(prefix: Path, cache: dict[str, Any] | None = None) -> list[Cond
         if hit is not None and hit[:2] == key:
             records.append(CondaRecord.from_dict(hit[2]))
             continue
-        record = read_record(Path(entry.path))
+        data = _read_json(Path(entry.path))
+        record = record_from_json(data, Path(entry.path))
         if not _matches_file_name(record, entry.name):
             log.warning("Ignoring malformed prefix record at: %s", entry.path)  # as conda does
             continue
         if cache is not None and st.st_mtime_ns < racy_after:
             cache[entry.name] = [*key, record.to_dict()]
+        if raw is not None and isinstance(data, dict):
+            raw[record.name] = data
         records.append(record)
     if cache is not None:
         live = {e.name for e in record_files(prefix)} if len(cache) > len(records) else None

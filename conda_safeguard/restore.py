@@ -537,7 +537,7 @@ def _replace(plan: RestorePlan, store: Store, say: Progress, before: str | None,
         step = "verifying"
         say(f"verifying {target} against snapshot {plan.info.short_id}")
         report = verify(target, expected_state(plan.state, plan.pip),
-                        checked=reused.checked if reused else None)
+                        checked=reused.checked if reused else None, sources=job.sources)
         result = RestoreResult(plan, report, plan.pip, pip_note, carried=carried,
                                reused=reused)
         # never trade a working env for a worse one, and never leave one whose files differ

@@ -110,8 +110,8 @@ def test_fingerprint_from_the_store_record_cache_is_the_same(env, capsys, fleet_
     monkeypatch.setattr(prefix_mod, "RACY_NS", 0)  # cache records written a moment ago
     assert run(capsys, "backup", "-p", prefix)[0] == 0
     parsed = []
-    real = prefix_mod.read_record
-    monkeypatch.setattr(prefix_mod, "read_record", lambda p: parsed.append(p) or real(p))
+    real = prefix_mod._read_json
+    monkeypatch.setattr(prefix_mod, "_read_json", lambda p: parsed.append(p) or real(p))
     assert fingerprint_json(capsys, prefix, "n")["fingerprint"] == cold
     assert parsed == []  # every record came from the cache the backup left
     install_env(prefix, fleet_channel, ["liba=2.0"], cache_dir=pkg_cache)

@@ -6,7 +6,9 @@ import errno
 import json
 import os
 import shutil
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -288,7 +290,7 @@ def test_a_record_without_file_hashes_is_a_difference_not_a_pass(world: World) -
 
 
 def test_verify_sees_a_missing_symlink(tmp_path: Path) -> None:
-    from conda_safeguard.verify import VerifyReport, check_files
+    from conda_safeguard.verify import VerifyReport, check_files, hash_jobs
 
     (tmp_path / "lib").mkdir()
     (tmp_path / "lib" / "libx.so.1").write_bytes(b"x")
@@ -298,9 +300,70 @@ def test_verify_sees_a_missing_symlink(tmp_path: Path) -> None:
         {"_path": "lib/libx.so.1", "path_type": "hardlink",
          "sha256": "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"}]}}
     report = VerifyReport(prefix=str(tmp_path))
-    check_files(tmp_path, "x", record, report)
+    hash_jobs(tmp_path, check_files(tmp_path, "x", record, report), report)
     assert report.bad_files == [] and report.files_checked == 1 and report.unhashed == []
     (tmp_path / "lib" / "libx.so").unlink()
     report = VerifyReport(prefix=str(tmp_path))
-    check_files(tmp_path, "x", record, report)
+    hash_jobs(tmp_path, check_files(tmp_path, "x", record, report), report)
     assert report.bad_files == ["x: lib/libx.so: missing (a symlink)"]
+
+
+def _digests_of(folder: Path) -> Any:
+    """SourceDigests of `folder`, its thread given the time to hash every file."""
+    from conda_safeguard.verify import SourceDigests
+
+    digests = SourceDigests()
+    with digests.hashing([folder]):
+        deadline = time.monotonic() + 30
+        while len(digests.by_inode) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    return digests
+
+
+def test_verify_uses_a_package_file_digest_only_for_that_unchanged_inode(tmp_path: Path) -> None:
+    """restore hashes the package files conda links from while conda runs; an env file that is
+    the same inode, unchanged since, is compared through that digest, anything else is read."""
+    from conda_safeguard.verify import VerifyReport, check_files, hash_jobs
+
+    pkg, env = tmp_path / "pkgs" / "x-1-0", tmp_path / "env"
+    for d in (pkg / "info", pkg / "lib", env / "lib"):
+        d.mkdir(parents=True)
+    (pkg / "info" / "index.json").write_text("{}")  # conda's metadata: not hashed
+    (pkg / "lib" / "a.txt").write_bytes(b"x")
+    (pkg / "lib" / "b.txt").write_bytes(b"x")
+    for f in ("a.txt", "b.txt"):  # a package cache's files are old; a newer file is not
+        os.utime(pkg / "lib" / f, ns=(time.time_ns() - 10**10,) * 2)  # hashed ahead (racy)
+    os.link(pkg / "lib" / "a.txt", env / "lib" / "a.txt")  # as conda links it
+    shutil.copy(pkg / "lib" / "b.txt", env / "lib" / "b.txt")  # copied: another inode
+    x = "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"  # sha256 of b"x"
+    record = {"files": ["lib/a.txt", "lib/b.txt"], "paths_data": {"paths": [
+        {"_path": "lib/a.txt", "path_type": "hardlink", "sha256": x, "size_in_bytes": 1},
+        {"_path": "lib/b.txt", "path_type": "hardlink", "sha256": x, "size_in_bytes": 1}]}}
+
+    def check(digests: Any) -> VerifyReport:
+        report = VerifyReport(prefix=str(env))
+        report.bad_files += [f"{n}: {rel}: sha256 differs" for n, rel, _ in
+                             hash_jobs(env, check_files(env, "x", record, report), report,
+                                       digests)]
+        return report
+
+    digests = _digests_of(pkg)
+    assert len(digests.by_inode) == 2
+    report = check(digests)
+    assert report.bad_files == [] and report.files_checked == 2
+    assert digests.used == 1  # a.txt through the digest, b.txt (a copy) read
+
+    with open(pkg / "lib" / "a.txt", "r+b") as f:  # edited in place after it was hashed
+        f.write(b"y")
+    report = check(digests)
+    assert report.bad_files == ["x: lib/a.txt: sha256 differs"] and digests.used == 1
+
+    os.utime(pkg / "lib" / "a.txt", ns=(time.time_ns() - 10**10,) * 2)
+    digests = _digests_of(pkg)  # a cache file edited long ago: the digest itself tells
+    report = check(digests)
+    assert report.bad_files == ["x: lib/a.txt: sha256 differs"] and digests.used == 1
+
+    (pkg / "lib" / "new.txt").write_bytes(b"x")  # written just now: another write could keep
+    digests._hash([pkg])  # its mtime, so it gets no digest
+    assert (os.stat(pkg / "lib" / "new.txt").st_ino not in
+            {ino for _, ino in digests.by_inode}) and len(digests.by_inode) == 2
