@@ -138,10 +138,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     for item in ours:
         callspec = getattr(item, "callspec", None)
-        reason = known_failure(getattr(item, "originalname", item.name),
-                               dict(callspec.params) if callspec else {})
+        params = dict(callspec.params) if callspec else {}
+        reason = known_failure(getattr(item, "originalname", item.name), params)
         if reason:
             item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
+        conda = params.get("conda_under_test")
+        if isinstance(conda, CondaUnderTest):
+            # with pytest-xdist (--dist loadgroup) one worker runs all of a version's tests:
+            # it builds that root and installs the plugin into it, no other worker touches it
+            item.add_marker(pytest.mark.xdist_group(f"conda-{conda.id}"))
 
 
 # ---------------------------------------------------------------------------------------------
