@@ -19,15 +19,17 @@ import importlib.util
 import json
 import os
 import shutil
-import subprocess
 import sys
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .children import run_tied
 from .constants import ENV_BUILDING
 from .exceptions import SafeguardError
 from .fs import rename_noreplace
@@ -112,9 +114,9 @@ class CondaCLI(Installer):
         dirs = [*job.pkgs_dirs, *([extra_cache] if extra_cache else [])]
         return {**os.environ, "CONDA_PKGS_DIRS": ",".join(str(d) for d in dirs)}
 
-    def _run(self, args: list[str], env: dict[str, str], what: str) -> None:
-        proc = subprocess.run([*self.argv, *args], env=env, capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL)
+    def _run(self, args: list[str], env: dict[str, str], what: str,
+             during: AbstractContextManager[object] | None = None) -> None:
+        proc = run_tied([*self.argv, *args], env=env, during=during)
         if proc.returncode != 0:
             tail = "\n".join((proc.stderr.strip() or proc.stdout.strip()).splitlines()[-6:])
             raise InstallerError(self.name, what, f"exit status {proc.returncode}\n{tail}")
@@ -157,8 +159,8 @@ class CondaCLI(Installer):
         env = {**self._env(job, cache), **checked_linking(os.environ)}
         if job.kept:  # our own plugin in that conda: this is the restore, not a user's change
             env[ENV_BUILDING] = str(job.build_prefix)
-        with job.sources.hashing(folders):
-            self._run(args, env, "install the explicit package list")
+        self._run(args, env, "install the explicit package list",
+                  during=job.sources.hashing(folders))
 
     def install_solved(self, job: InstallJob, yml: Path, specs: list[str],
                        channels: list[str]) -> None:
@@ -196,12 +198,11 @@ class Rattler(Installer):
                 "written into files, moved into place when complete; runs no link scripts)")
 
     def _install(self, job: InstallJob, records: list[Any], cache: Path) -> None:
-        import asyncio
 
         import rattler
 
         alternative = str(job.final_prefix) if job.build_prefix != job.final_prefix else None
-        asyncio.run(rattler.install(
+        _run_async(lambda: rattler.install(
             records, target_prefix=str(job.build_prefix), cache_dir=cache,
             ignored_packages=set(job.kept) or None,
             show_progress=False, execute_link_scripts=False,
@@ -228,20 +229,51 @@ class Rattler(Installer):
 
     def install_solved(self, job: InstallJob, yml: Path, specs: list[str],
                        channels: list[str]) -> None:
-        import asyncio
 
         import rattler
 
         if job.offline and any(not c.startswith("file:") for c in channels):
             raise InstallerError(self.name, "solve offline",
                                  f"the channels {', '.join(channels)} need the network")
-        records = asyncio.run(rattler.solve(
+        records = _run_async(lambda: rattler.solve(
             sources=[rattler.Channel(c) for c in channels], specs=specs,
             platforms=[_subdir(job.platform), _subdir("noarch")],
             virtual_packages=rattler.VirtualPackage.detect()))
         cache = job.staging / "pkgs"
         cache.mkdir(parents=True, exist_ok=True)
         self._install(job, list(records), cache)
+
+
+def _run_async(make: Callable[[], Awaitable[Any]]) -> Any:
+    """asyncio.run of `make()` on a worker thread while this one waits. A SIGHUP or SIGTERM
+    (transaction.signals_roll_back) raises here at once; raised inside asyncio.run's loop it
+    could hang the process for good, holding the target's lock (the loop's clean-up waited on
+    a rattler future nothing woke). The work only writes into the staging folder: interrupted,
+    it gets up to 30 s to end before the rollback removes that folder."""
+    import asyncio
+
+    result: dict[str, Any] = {}
+
+    async def call() -> Any:
+        return await make()
+
+    def work() -> None:
+        try:
+            result["value"] = asyncio.run(call())
+        except BaseException as e:  # handed to the waiting thread
+            result["error"] = e
+
+    worker = threading.Thread(target=work, daemon=True, name="conda-safeguard-rattler")
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.5)
+    except BaseException:
+        worker.join(30)
+        raise
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")
 
 
 def _subdir(name: str) -> Any:

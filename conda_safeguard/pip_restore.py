@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .children import run_tied
 from .exceptions import SafeguardError
 from .pins import url_path
 from .prefix import PipDist, read_pip_dists, read_records
@@ -383,7 +384,7 @@ def install_pip(prefix: Path, steps: list[PipStep], *, offline: bool,
             continue
         args = [str(python), "-m", "pip", "install", *PIP_FLAGS,
                 *(["--no-index"] if offline and "--no-index" not in s.args else []), *s.args]
-        proc = subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        proc = run_tied(args)
         s.done = proc.returncode == 0
         if not s.done:
             s.error = (proc.stderr.strip().splitlines() or ["pip failed"])[-1]

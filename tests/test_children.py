@@ -1,0 +1,57 @@
+"""A child writing into an env being built (conda, pip) does not outlive a killed restore."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conda_safeguard.children import run_tied
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")  # a zombie has ended; it only waits to be reaped
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"),
+                    reason="PR_SET_PDEATHSIG is Linux's; elsewhere children run as before")
+def test_the_child_dies_when_its_parent_is_killed(tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
+    child_code = (f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); "
+                  "time.sleep(120)")
+    parent = subprocess.Popen([sys.executable, "-c", (
+        f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
+        "from conda_safeguard.children import run_tied\n"
+        f"run_tied([sys.executable, '-c', {child_code!r}])\n")])
+    deadline = time.monotonic() + 30
+    while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(pidfile.read_text())
+    try:
+        assert _alive(child)
+        os.kill(parent.pid, signal.SIGKILL)  # as the OOM killer or kill -9 would
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(child), "the child outlived its killed parent"
+    finally:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_output_and_status_come_back() -> None:
+    done = run_tied([sys.executable, "-c", "import sys; print('out'); "
+                     "print('err', file=sys.stderr); sys.exit(3)"])
+    assert (done.returncode, done.stdout, done.stderr) == (3, "out\n", "err\n")
