@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .constants import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_REFUSED
+from .constants import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_REFUSED, EXIT_USAGE
 
 
 def _suggest(verb: str, *words: str) -> str:
@@ -145,7 +145,9 @@ class PromptInterrupted(SafeguardError):
 
 
 class UsageError(SafeguardError):
-    """Arguments that make no sense together, found after argparse."""
+    """Arguments that make no sense together, found after argparse: exit 2, as argparse's."""
+
+    exit_code = EXIT_USAGE
 
 
 # ---------------------------------------------------------------------------------------------

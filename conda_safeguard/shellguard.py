@@ -93,7 +93,7 @@ def _env_file_target(cmd: cmdline.ToolCommand) -> tuple[str | None, str | None]:
     """(name, prefix) from the env file of `env create|update` / `create -f x.yml`.
 
     A missing or broken local file: (None, None), the tool itself fails on it. A remote file is
-    refused (exit 1): we cannot see which env it would replace.
+    a usage error (exit 2): we cannot see which env it would replace.
     """
     for path in cmd.env_files():
         if cmdline.is_url(path):

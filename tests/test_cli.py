@@ -44,8 +44,10 @@ def ok(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     return out
 
 
-def assert_one_line_error(code: int, out: str, err: str, *fragments: str) -> None:
-    assert code == 1, (code, out, err)
+def assert_one_line_error(code: int, out: str, err: str, *fragments: str,
+                          exit_code: int = 1) -> None:
+    """One line on stderr, nothing on stdout, exit 1 (2 for a usage error)."""
+    assert code == exit_code, (code, out, err)
     assert out == ""
     assert err.startswith("conda-safeguard: error: ") and err.endswith("\n")
     assert err.count("\n") == 1, err
@@ -193,7 +195,7 @@ def test_prune_cli(make_env, capsys) -> None:
     assert out.startswith("forgot 2 snapshots, kept 1")
     assert len(json.loads(ok(capsys, "list", "--json"))) == 1
     code, out, err = run(capsys, "prune", "--keep-last", "-1")
-    assert_one_line_error(code, out, err, "--keep-last must be 0 or more")
+    assert_one_line_error(code, out, err, "--keep-last must be 0 or more", exit_code=2)
 
 
 def test_prune_a_removed_env_by_name(make_env, capsys) -> None:
@@ -218,28 +220,30 @@ def populated(make_env, capsys, store_root: Path) -> Path:
     return store_root
 
 
-@pytest.mark.parametrize(("argv", "fragments"), [
-    (["backup", "-n", "ghost"], ["No conda environment named 'ghost'", "searched:"]),
-    (["backup", "-p", "{tmp}/nowhere"], ["No conda environment at {tmp}/nowhere"]),
-    (["backup", "-p", "{tmp}"], ["is not a conda environment", "-p"]),
-    (["backup", "-n", "good", "-p", "{tmp}"], None),  # argparse: usage error, exit 2
-    (["backup", "--all", "-n", "good"], ["Give --all or an env"]),
-    (["show", "0000deadbeef"], ["No snapshot matches '0000deadbeef'", "conda-safeguard list"]),
-    (["show", "ghost@latest"], ["no snapshots of an env called 'ghost'"]),
-    (["show", "good@-5"], ["good has 1 snapshot)"]),
+@pytest.mark.parametrize(("argv", "fragments", "code"), [
+    (["backup", "-n", "ghost"], ["No conda environment named 'ghost'", "searched:"], 1),
+    (["backup", "-p", "{tmp}/nowhere"], ["No conda environment at {tmp}/nowhere"], 1),
+    (["backup", "-p", "{tmp}"], ["is not a conda environment", "-p"], 1),
+    (["backup", "-n", "good", "-p", "{tmp}"], None, 2),  # argparse: usage error, exit 2
+    (["backup", "--all", "-n", "good"], ["Give --all or an env"], 2),
+    (["show", "0000deadbeef"], ["No snapshot matches '0000deadbeef'", "conda-safeguard list"], 1),
+    (["show", "ghost@latest"], ["no snapshots of an env called 'ghost'"], 1),
+    (["show", "good@-5"], ["good has 1 snapshot)"], 1),
     # diff: exit 2 for bad input (1 means "differs"), tested in test_fleet.py
-    (["list", "ghost"], ["No snapshot matches 'ghost'"]),
-    (["prune", "ghost"], ["No snapshot matches 'ghost'"]),
+    (["list", "ghost"], ["No snapshot matches 'ghost'"], 1),
+    (["prune", "ghost"], ["No snapshot matches 'ghost'"], 1),
 ])
-def test_bad_input_is_one_clear_line(populated: Path, capsys, tmp_path, argv, fragments) -> None:
+def test_bad_input_is_one_clear_line(populated: Path, capsys, tmp_path, argv, fragments,
+                                     code) -> None:
     argv = [a.format(tmp=tmp_path) for a in argv]
     before = tree(populated)
     if fragments is None:
         with pytest.raises(SystemExit) as e:
             main(argv)
-        assert e.value.code == 2
-    else:
-        assert_one_line_error(*run(capsys, *argv), *[f.format(tmp=tmp_path) for f in fragments])
+        assert e.value.code == code
+    else:  # a usage error found after argparse exits 2 as well
+        assert_one_line_error(*run(capsys, *argv), *[f.format(tmp=tmp_path) for f in fragments],
+                              exit_code=code)
     assert tree(populated) == before
 
 
@@ -374,7 +378,7 @@ def test_list_and_prune_take_n_and_p_like_the_other_verbs(tmp_path, monkeypatch,
     assert json.loads(w.run("list", "-n", "lp", "--json").out) == by_word
     assert json.loads(w.run("list", "-p", prefix, "--json").out) == by_word
     r = w.run("list", "lp", "-n", "other")
-    assert r.code == 1 and "Name the env once" in r.err
+    assert r.code == 2 and "Name the env once" in r.err
     w.env("lp", ["liba=2.0"])
     w.run("backup", "-n", "lp")
     every = json.loads(w.run("list", "--json").out)

@@ -108,7 +108,7 @@ def test_restore_to_a_bad_new_name_is_refused(make_env, standalone_root, capsys,
     cli_output(capsys, "backup", "-n", "src")
     for name in ("../../outside", "bad\nname"):
         assert_one_line_error(*run(capsys, "restore", "src", "-n", name, "--yes"),
-                              "Invalid environment name", "Nothing was created")
+                              "Invalid environment name", "Nothing was created", exit_code=2)
     assert not (tmp_path / "outside").exists()
     assert not (standalone_root.parent / "outside").exists()
     check_new_env_name("fine-name_1.0")

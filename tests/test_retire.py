@@ -96,7 +96,7 @@ def test_base_and_active_env_are_never_retired(
 
 def test_bad_age_is_one_line(envs: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     capsys.readouterr()
-    assert main(["retire", "--older-than", "soon"]) == 1
+    assert main(["retire", "--older-than", "soon"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "7d" in err
 

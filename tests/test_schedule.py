@@ -124,7 +124,7 @@ def test_without_crontab_or_systemd_says_how_to_proceed(
     assert main(["schedule", "install"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "crontab" in err and "--dry-run" in err
-    assert main(["schedule", "install", "--at", "25:00"]) == 1
+    assert main(["schedule", "install", "--at", "25:00"]) == 2
     assert "HH:MM" in capsys.readouterr().err
 
 

@@ -390,7 +390,7 @@ def test_missing_python_warns_and_passes_through(sh: Shell) -> None:
 def test_guard_error_stops_the_command(sh: Shell, make_env: Callable[..., Path]) -> None:
     make_env("work")
     out = sh.tool("conda", "env", "create", "-f", "https://example.com/env.yml")
-    assert out.returncode == 1
+    assert out.returncode == 2  # a usage error: which env it would replace cannot be seen
     assert "remote" in out.stderr and "__safeguard_doctor" in out.stderr
     assert "CONDA_SAFEGUARD_SHELL=0" in out.stderr
     assert sh.calls("conda") == []
