@@ -110,8 +110,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "conda_under_test" in metafunc.fixturenames and CONDAS:
         condas = CONDAS[-1:] if metafunc.definition.get_closest_marker("newest_conda_only") \
             else CONDAS
-        metafunc.parametrize("conda_under_test", condas, ids=[c.id for c in condas],
-                             indirect=True, scope="session")
+        # with pytest-xdist (--dist loadgroup) one worker runs all of a version's tests: it
+        # builds that root and installs the plugin into it, no other worker touches it
+        metafunc.parametrize("conda_under_test", [
+            pytest.param(c, id=c.id, marks=pytest.mark.xdist_group(f"conda-{c.id}"))
+            for c in condas], indirect=True, scope="session")
 
 
 def known_failure(test: str, params: dict[str, object]) -> str | None:
@@ -138,15 +141,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     for item in ours:
         callspec = getattr(item, "callspec", None)
-        params = dict(callspec.params) if callspec else {}
-        reason = known_failure(getattr(item, "originalname", item.name), params)
+        reason = known_failure(getattr(item, "originalname", item.name),
+                               dict(callspec.params) if callspec else {})
         if reason:
             item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
-        conda = params.get("conda_under_test")
-        if isinstance(conda, CondaUnderTest):
-            # with pytest-xdist (--dist loadgroup) one worker runs all of a version's tests:
-            # it builds that root and installs the plugin into it, no other worker touches it
-            item.add_marker(pytest.mark.xdist_group(f"conda-{conda.id}"))
 
 
 # ---------------------------------------------------------------------------------------------

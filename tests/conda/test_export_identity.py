@@ -71,7 +71,8 @@ def test_path_only_env_and_configured_channels(make_env, run_conda, capsys, tmp_
     settings["channels"] = ["conda-forge", "https://conda.anaconda.org/bioconda", channel.url]
     write_condarc(conda_condarc, **settings)
     expected = run_conda("env", "export", "-p", prefix).stdout
-    assert expected.startswith(f"name: {prefix}\n")  # not in an envs dir: the prefix is the name
+    # not in an envs dir: the prefix is the name (a long one folded onto the next line by yaml)
+    assert __import__("yaml").safe_load(expected)["name"] == str(prefix)
     configured = "  - conda-forge\n  - https://conda.anaconda.org/bioconda\n"
     if conda_version >= (25, 11):  # the packages' channels first
         assert f"channels:\n  - {channel.url}\n{configured}" in expected

@@ -35,6 +35,7 @@ def test_conda_in_process(conda_exe, conda_root_prefix, conda_roots, conda_versi
     # cwd outside the checkout and importlib mode: the plugin imported is the installed one
     proc = subprocess.run(
         [python, "-m", "pytest", "-q", "--noconftest", "-p", fixtures, "-p", "no:cacheprovider",
+         "-o", "addopts=",  # pytest finds this checkout's pyproject.toml above INNER
          "--import-mode=importlib", "--rootdir", str(tmp_path), str(INNER)],
         env=env, cwd=tmp_path, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
