@@ -4,7 +4,9 @@ restore runs conda (or pip) to write into the new env while its journal says "bu
 our process is killed (kill -9, the OOM killer), the next run finishes or rolls back from the
 journal; a child that went on writing would change an env already put back. On Linux each such
 child asks the kernel for SIGKILL when its parent dies (PR_SET_PDEATHSIG), between fork and
-exec. Elsewhere children run as before.
+exec (elsewhere, and for what the child starts in turn, kill -9 of ours leaves them running).
+When we stop waiting for another reason (^C, SIGHUP, SIGTERM, an error), the child's whole
+process group is killed before the caller rolls back.
 """
 
 from __future__ import annotations
@@ -46,20 +48,26 @@ def run_tied(argv: list[str], *, env: dict[str, str] | None = None,
     die. `during` is entered once the child runs and left when it has ended (a thread started
     before the fork would make the fork unsafe)."""
     prctl = _prctl()
+    # its own process group, so that what it starts in turn (conda's compileall, link
+    # scripts) is killed with it when we stop waiting
     proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
                             preexec_fn=_die_with(os.getpid(), prctl) if prctl else None)
-    with _killed_on_error(proc), during or contextlib.nullcontext():
+    with during or contextlib.nullcontext(), _killed_on_error(proc):
         out, err = proc.communicate()
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 @contextlib.contextmanager
 def _killed_on_error(proc: subprocess.Popen[str]) -> Iterator[None]:
-    """Ctrl-C or an error while waiting: the child does not outlive the wait."""
+    """Ctrl-C, a signal or an error while waiting: the child and everything it started end
+    before the caller goes on (to roll back what they were writing)."""
     try:
         yield
     except BaseException:
+        if hasattr(os, "killpg"):
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
         proc.kill()
         proc.wait()
         raise

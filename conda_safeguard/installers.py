@@ -245,23 +245,30 @@ class Rattler(Installer):
 
 
 def _run_async(make: Callable[[], Awaitable[Any]]) -> Any:
-    """asyncio.run of `make()` on a worker thread while this one waits. A SIGHUP or SIGTERM
-    (transaction.signals_roll_back) raises here at once; raised inside asyncio.run's loop it
-    could hang the process for good, holding the target's lock (the loop's clean-up waited on
-    a rattler future nothing woke). The work only writes into the staging folder: interrupted,
-    it gets up to 30 s to end before the rollback removes that folder."""
+    """`make()` run to its end on an event loop in a worker thread while this one waits. A
+    SIGHUP or SIGTERM (transaction.signals_roll_back) raises here at once; raised inside
+    asyncio.run's loop it could hang the process for good, holding the target's lock (the
+    loop's clean-up waited on a rattler future nothing woke). Interrupted, the work is
+    cancelled (it only writes into the staging folder) and given up to 30 s to stop before the
+    rollback removes that folder."""
     import asyncio
 
     result: dict[str, Any] = {}
+    loop = asyncio.new_event_loop()
 
     async def call() -> Any:
         return await make()
 
+    task = loop.create_task(call())
+
     def work() -> None:
         try:
-            result["value"] = asyncio.run(call())
+            result["value"] = loop.run_until_complete(task)
         except BaseException as e:  # handed to the waiting thread
             result["error"] = e
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
 
     worker = threading.Thread(target=work, daemon=True, name="conda-safeguard-rattler")
     worker.start()
@@ -269,6 +276,8 @@ def _run_async(make: Callable[[], Awaitable[Any]]) -> Any:
         while worker.is_alive():
             worker.join(0.5)
     except BaseException:
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(task.cancel)
         worker.join(30)
         raise
     if "error" in result:

@@ -131,14 +131,18 @@ def _sha256(path: str, size: int | None = None) -> str:
     only a hint for the first read; the file is read to its end whatever it says."""
     fd = os.open(path, _READ)
     try:
-        h = hashlib.sha256()
-        chunk = os.read(fd, _CHUNK if size is None else min(size + 1, _CHUNK))
-        while chunk:
-            h.update(chunk)
-            chunk = os.read(fd, _CHUNK)
-        return h.hexdigest()
+        return _sha256_fd(fd, size)
     finally:
         os.close(fd)
+
+
+def _sha256_fd(fd: int, size: int | None) -> str:
+    h = hashlib.sha256()
+    chunk = os.read(fd, _CHUNK if size is None else min(size + 1, _CHUNK))
+    while chunk:
+        h.update(chunk)
+        chunk = os.read(fd, _CHUNK)
+    return h.hexdigest()
 
 
 class SourceDigests:
@@ -147,11 +151,21 @@ class SourceDigests:
     (same inode, size and mtime as when hashed) holds exactly those bytes, so verify compares
     that digest instead of reading the file again; a copied file (another filesystem, a prefix
     written in) is a different inode and is read as before. Whatever the thread has not reached
-    when the installer ends is simply read by verify."""
+    when the installer ends is simply read by verify.
+
+    Each digest is of the very inode it is keyed by (hashed from the descriptor that was
+    stat-ed, kept only if unchanged after). An inode number is only trusted while the folder
+    that held the file is unchanged (same inode and mtime when the installer has ended): a
+    file deleted or replaced there could free its number for another file. Files and folders
+    written within RACY_NS of the hashing get no digest: the clock is coarse, a second write
+    could keep the same mtime."""
 
     def __init__(self) -> None:
-        self.by_inode: dict[tuple[int, int], tuple[int, int, str]] = {}
+        #: (dev, ino) -> (size, mtime_ns, sha256, index of the folder it was in)
+        self.by_inode: dict[tuple[int, int], tuple[int, int, str, int]] = {}
         self.used = 0  # files verify compared through a digest from here
+        self._folders: list[tuple[str, tuple[int, int, int]]] = []  # path, (dev, ino, mtime)
+        self._moved: set[int] = set()  # folders changed since they were hashed
         self._stop = threading.Event()
 
     @contextmanager
@@ -164,27 +178,55 @@ class SourceDigests:
         finally:
             self._stop.set()
             worker.join()
+            self.settle()
+
+    def settle(self) -> None:
+        """Once the installer has ended: forget every folder changed since it was hashed."""
+        for i, (path, was) in enumerate(self._folders):
+            try:
+                st = os.stat(path)
+            except OSError:
+                self._moved.add(i)
+                continue
+            if (st.st_dev, st.st_ino, st.st_mtime_ns) != was:
+                self._moved.add(i)
 
     def _hash(self, folders: list[Path]) -> None:
-        # a file written within RACY_NS of now could be written again with the same mtime (the
-        # clock is coarse): only older files get a digest, the others verify reads
         racy_after = time.time_ns() - RACY_NS
         for folder in folders:
             for top, dirs, files in os.walk(folder):
                 if top == str(folder):
                     dirs[:] = [d for d in dirs if d != "info"]  # conda's metadata, not linked
+                try:
+                    st = os.stat(top)
+                except OSError:
+                    continue
+                if st.st_mtime_ns >= racy_after:
+                    continue
+                index = len(self._folders)
+                self._folders.append((top, (st.st_dev, st.st_ino, st.st_mtime_ns)))
                 for name in files:
                     if self._stop.is_set():
                         return
-                    full = os.path.join(top, name)
-                    try:
-                        st = os.lstat(full)
-                        if not stat.S_ISREG(st.st_mode) or st.st_mtime_ns >= racy_after:
-                            continue
-                        digest = _sha256(full, st.st_size)
-                    except OSError:
-                        continue  # verify reads it itself
-                    self.by_inode[(st.st_dev, st.st_ino)] = (st.st_size, st.st_mtime_ns, digest)
+                    self._hash_one(os.path.join(top, name), index, racy_after)
+
+    def _hash_one(self, full: str, folder: int, racy_after: int) -> None:
+        try:
+            fd = os.open(full, _READ | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            return  # a symlink, gone, unreadable: verify reads what the env has
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_mtime_ns >= racy_after:
+                return
+            digest = _sha256_fd(fd, st.st_size)
+            after = os.fstat(fd)
+        except OSError:
+            return
+        finally:
+            os.close(fd)
+        if (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
+            self.by_inode[(st.st_dev, st.st_ino)] = (st.st_size, st.st_mtime_ns, digest, folder)
 
     def lookup(self, full: str) -> str | None:
         """The digest of the file at `full` if it is a file hashed here, unchanged since."""
@@ -193,7 +235,7 @@ class SourceDigests:
         except OSError:
             return None
         hit = self.by_inode.get((st.st_dev, st.st_ino))
-        if hit is None or hit[:2] != (st.st_size, st.st_mtime_ns):
+        if hit is None or hit[:2] != (st.st_size, st.st_mtime_ns) or hit[3] in self._moved:
             return None
         self.used += 1
         return hit[2]

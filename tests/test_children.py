@@ -55,3 +55,34 @@ def test_output_and_status_come_back() -> None:
     done = run_tied([sys.executable, "-c", "import sys; print('out'); "
                      "print('err', file=sys.stderr); sys.exit(3)"])
     assert (done.returncode, done.stdout, done.stderr) == (3, "out\n", "err\n")
+
+
+def test_an_interrupted_wait_kills_the_child_and_what_it_started(tmp_path: Path) -> None:
+    """^C (or a signal that rolls a restore back) while conda runs: conda and its own children
+    (compileall, link scripts) stop before the rollback, not after."""
+    pidfile = tmp_path / "grandchild.pid"
+    child_code = ("import subprocess, sys, time; "
+                  "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
+                  f"open({str(pidfile)!r}, 'w').write(str(p.pid)); time.sleep(120)")
+    parent = subprocess.Popen([sys.executable, "-c", (
+        f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
+        "from conda_safeguard.children import run_tied\n"
+        "try:\n"
+        f"    run_tied([sys.executable, '-c', {child_code!r}])\n"
+        "except KeyboardInterrupt:\n"
+        "    sys.exit(130)\n")])
+    deadline = time.monotonic() + 30
+    while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    grandchild = int(pidfile.read_text())
+    try:
+        assert _alive(grandchild)
+        os.kill(parent.pid, signal.SIGINT)
+        assert parent.wait(timeout=30) == 130
+        deadline = time.monotonic() + 10
+        while _alive(grandchild) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(grandchild), "conda's own child outlived the interrupted wait"
+    finally:
+        if _alive(grandchild):
+            os.kill(grandchild, signal.SIGKILL)

@@ -323,7 +323,7 @@ def _digests_of(folder: Path) -> Any:
 def test_verify_uses_a_package_file_digest_only_for_that_unchanged_inode(tmp_path: Path) -> None:
     """restore hashes the package files conda links from while conda runs; an env file that is
     the same inode, unchanged since, is compared through that digest, anything else is read."""
-    from conda_safeguard.verify import VerifyReport, check_files, hash_jobs
+    from conda_safeguard.verify import SourceDigests, VerifyReport, check_files, hash_jobs
 
     pkg, env = tmp_path / "pkgs" / "x-1-0", tmp_path / "env"
     for d in (pkg / "info", pkg / "lib", env / "lib"):
@@ -331,8 +331,8 @@ def test_verify_uses_a_package_file_digest_only_for_that_unchanged_inode(tmp_pat
     (pkg / "info" / "index.json").write_text("{}")  # conda's metadata: not hashed
     (pkg / "lib" / "a.txt").write_bytes(b"x")
     (pkg / "lib" / "b.txt").write_bytes(b"x")
-    for f in ("a.txt", "b.txt"):  # a package cache's files are old; a newer file is not
-        os.utime(pkg / "lib" / f, ns=(time.time_ns() - 10**10,) * 2)  # hashed ahead (racy)
+    for f in ("lib/a.txt", "lib/b.txt", "lib", ""):  # a package cache is old; anything newer
+        os.utime(pkg / f, ns=(time.time_ns() - 10**10,) * 2)  # is not hashed ahead (racy)
     os.link(pkg / "lib" / "a.txt", env / "lib" / "a.txt")  # as conda links it
     shutil.copy(pkg / "lib" / "b.txt", env / "lib" / "b.txt")  # copied: another inode
     x = "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"  # sha256 of b"x"
@@ -364,6 +364,18 @@ def test_verify_uses_a_package_file_digest_only_for_that_unchanged_inode(tmp_pat
     assert report.bad_files == ["x: lib/a.txt: sha256 differs"] and digests.used == 1
 
     (pkg / "lib" / "new.txt").write_bytes(b"x")  # written just now: another write could keep
-    digests._hash([pkg])  # its mtime, so it gets no digest
+    os.utime(pkg / "lib", ns=(time.time_ns() - 10**10,) * 2)  # its mtime: no digest
+    fresh = SourceDigests()
+    fresh._hash([pkg])
     assert (os.stat(pkg / "lib" / "new.txt").st_ino not in
-            {ino for _, ino in digests.by_inode}) and len(digests.by_inode) == 2
+            {ino for _, ino in fresh.by_inode}) and len(fresh.by_inode) == 2
+
+    # a file of the folder deleted and another made after the hashing: inode numbers there
+    # may have been reused, so no digest of that folder stands for anything
+    digests = _digests_of(pkg)
+    (pkg / "lib" / "new.txt").unlink()
+    (pkg / "lib" / "other.txt").write_bytes(b"y")
+    digests.settle()
+    report = check(digests)
+    assert report.bad_files == ["x: lib/a.txt: sha256 differs"] and digests.used == 0
+    assert report.files_checked == 2
