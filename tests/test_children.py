@@ -24,6 +24,22 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")  # a zombie has ended; it only waits to be reaped
 
 
+def _pid_from(pidfile: Path) -> int:
+    """The pid a started process writes, once it has."""
+    deadline = time.monotonic() + 30
+    while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return int(pidfile.read_text())
+
+
+def _ends(pid: int) -> bool:
+    """The process ends within 10 s."""
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _alive(pid)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"),
                     reason="PR_SET_PDEATHSIG is Linux's; elsewhere children run as before")
 def test_the_child_dies_when_its_parent_is_killed(tmp_path: Path) -> None:
@@ -34,18 +50,12 @@ def test_the_child_dies_when_its_parent_is_killed(tmp_path: Path) -> None:
         f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
         "from conda_safeguard.children import run_tied\n"
         f"run_tied([sys.executable, '-c', {child_code!r}])\n")])
-    deadline = time.monotonic() + 30
-    while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    child = int(pidfile.read_text())
+    child = _pid_from(pidfile)
     try:
         assert _alive(child)
         os.kill(parent.pid, signal.SIGKILL)  # as the OOM killer or kill -9 would
         parent.wait()
-        deadline = time.monotonic() + 10
-        while _alive(child) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not _alive(child), "the child outlived its killed parent"
+        assert _ends(child), "the child outlived its killed parent"
     finally:
         if _alive(child):
             os.kill(child, signal.SIGKILL)
@@ -71,18 +81,12 @@ def test_an_interrupted_wait_kills_the_child_and_what_it_started(tmp_path: Path)
         f"    run_tied([sys.executable, '-c', {child_code!r}])\n"
         "except KeyboardInterrupt:\n"
         "    sys.exit(130)\n")])
-    deadline = time.monotonic() + 30
-    while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    grandchild = int(pidfile.read_text())
+    grandchild = _pid_from(pidfile)
     try:
         assert _alive(grandchild)
         os.kill(parent.pid, signal.SIGINT)
         assert parent.wait(timeout=30) == 130
-        deadline = time.monotonic() + 10
-        while _alive(grandchild) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not _alive(grandchild), "conda's own child outlived the interrupted wait"
+        assert _ends(grandchild), "conda's own child outlived the interrupted wait"
     finally:
         if _alive(grandchild):
             os.kill(grandchild, signal.SIGKILL)
