@@ -15,6 +15,7 @@ an environment.yml. The package files are offered the way each tool looks for th
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -276,7 +277,7 @@ def _run_async(make: Callable[[], Awaitable[Any]]) -> Any:
         while worker.is_alive():
             worker.join(0.5)
     except BaseException:
-        if not loop.is_closed():
+        with contextlib.suppress(RuntimeError):  # the loop closed: the work has ended
             loop.call_soon_threadsafe(task.cancel)
         worker.join(30)
         raise
