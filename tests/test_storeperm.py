@@ -64,14 +64,16 @@ def test_a_symlinked_folder_in_the_store_is_refused(store: Store, make_env, outs
 def test_prune_never_deletes_through_a_symlinked_fan_out_folder(store: Store, make_env,
                                                                 outside: Path) -> None:
     snap = snapshot_of(store, make_env)
-    (outside / ("45" + "0" * 62)).write_bytes(b"looks like an object")
-    (store.root / "objects" / "45").symlink_to(outside)
+    # a fan-out folder the snapshot did not make (its objects' hashes follow the env's paths)
+    fan = next(f"{i:02x}" for i in range(256) if not (store.root / "objects" / f"{i:02x}").exists())
+    (outside / (fan + "0" * 62)).write_bytes(b"looks like an object")
+    (store.root / "objects" / fan).symlink_to(outside)
     report = prune(store, RetentionPolicy(0, 0, 0), include_removed=True)
-    assert report.forgotten and (outside / ("45" + "0" * 62)).exists()
+    assert report.forgotten and (outside / (fan + "0" * 62)).exists()
     assert (outside / "keep.txt").exists()
-    assert "objects/45 (a symlink: never followed)" in check_store(store).stray
-    with pytest.raises(UnsafeStoreError, match="objects/45: it is a symlink"):
-        store.put_object(_data_in_fan("45"))
+    assert f"objects/{fan} (a symlink: never followed)" in check_store(store).stray
+    with pytest.raises(UnsafeStoreError, match=f"objects/{fan}: it is a symlink"):
+        store.put_object(_data_in_fan(fan))
     assert snap
 
 
