@@ -138,9 +138,8 @@ class CondaCLI(Installer):
         folders = [p.path for p in job.packages if p.kind == "extracted" and p.path is not None]
         if named and find_unpacker():
             unpacked = unpack_all(named, cache, job.staging)
-            hand_over({unpacked[p.record.fn]: p.record.url for p in named}, job.pkgs_dirs)
-            folders += [d if d.is_dir() else job.pkgs_dirs[0] / d.name
-                        for d in unpacked.values()]
+            folders += hand_over({unpacked[p.record.fn]: p.record.url for p in named},
+                                 job.pkgs_dirs)
         (cache / "urls.txt").write_text("".join(f"{p.record.url}\n" for p in named),
                                         encoding="utf-8")
         # conda's explicit parser takes one hash a line; md5 is what conda's cache records
@@ -199,7 +198,6 @@ class Rattler(Installer):
                 "written into files, moved into place when complete; runs no link scripts)")
 
     def _install(self, job: InstallJob, records: list[Any], cache: Path) -> None:
-
         import rattler
 
         alternative = str(job.final_prefix) if job.build_prefix != job.final_prefix else None
@@ -230,7 +228,6 @@ class Rattler(Installer):
 
     def install_solved(self, job: InstallJob, yml: Path, specs: list[str],
                        channels: list[str]) -> None:
-
         import rattler
 
         if job.offline and any(not c.startswith("file:") for c in channels):
@@ -347,37 +344,38 @@ def unpack_all(packages: list[PackageFile], cache: Path, staging: Path) -> dict[
         return dict(pool.map(one, packages))
 
 
-def hand_over(unpacked: dict[Path, str], pkgs_dirs: list[Path]) -> int:
+def hand_over(unpacked: dict[Path, str], pkgs_dirs: list[Path]) -> list[Path]:
     """Move unpacked package folders into conda's first package cache, where conda would
     have unpacked them itself: nothing is left to delete afterwards (15k files take about a
     second), and the next restore or conda command finds them there. One rename each; a
     folder conda already has under that name is never touched, and when the cache is not
     writable or on another filesystem they stay in the staging cache. `unpacked` maps each
     folder to the URL its package came from; urls.txt gets those lines, as conda appends
-    them on a download (conda < 24 ignores a cache without that file). Returns how many
-    moved."""
+    them on a download (conda < 24 ignores a cache without that file). Returns where each
+    folder is now."""
     if not pkgs_dirs:
-        return 0
+        return list(unpacked)
     conda_cache = pkgs_dirs[0]
     try:
         conda_cache.mkdir(parents=True, exist_ok=True)  # what conda does on its first fetch
     except OSError:
-        return 0
+        return list(unpacked)
     if not os.access(conda_cache, os.W_OK | os.X_OK):
-        return 0
-    moved = []
+        return list(unpacked)
+    moved, now = [], []
     for folder, url in unpacked.items():
         dest = conda_cache / folder.name
-        if os.path.lexists(dest):
-            continue
         # one step, and only onto nothing (an empty folder conda just made to unpack into
         # is left to conda); on another filesystem it fails and ours stays in staging
-        if rename_noreplace(folder, dest):
+        if not os.path.lexists(dest) and rename_noreplace(folder, dest):
             moved.append(url)
+            now.append(dest)
+        else:
+            now.append(folder)
     if moved:
         with open(conda_cache / "urls.txt", "a", encoding="utf-8") as urls:  # O_APPEND
             urls.write("".join(f"{u}\n" for u in moved))
-    return len(moved)
+    return now
 
 
 def _write_repodata_record(folder: Path, r: CondaRecord) -> None:

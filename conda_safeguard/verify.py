@@ -250,12 +250,12 @@ def stamp(st: os.stat_result) -> tuple[int, int, int]:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def _checked_before(full: str, rel: str, checked: Checked | None) -> bool:
+def _checked_before(prefix: Path, rel: str, checked: Checked | None) -> bool:
     """The file is the very one hashed before (same inode, size, mtime): not read again."""
     if not checked or rel not in checked:
         return False
     try:
-        return stamp(os.lstat(full)) == checked[rel]
+        return stamp(os.lstat(os.path.join(prefix, rel))) == checked[rel]
     except OSError:
         return False
 
@@ -298,7 +298,7 @@ def check_files(prefix: Path, name: str, record: dict[str, Any], report: VerifyR
             else:
                 unhashed.append(rel)
             continue
-        if checked and _checked_before(os.path.join(prefix, rel), rel, checked):
+        if _checked_before(prefix, rel, checked):
             report.files_checked += 1
             continue
         size = entry.get("size_in_bytes")
